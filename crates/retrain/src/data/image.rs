@@ -1,0 +1,175 @@
+//! Image files to tensors: decode (JPEG, PNG, GIF, BMP, WebP), honour EXIF orientation, convert
+//! to RGB, resize the shorter side with a real interpolating filter, center-crop.
+
+use crate::error::{Error, Result};
+use crate::zoo::{Interpolation, PretrainedConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
+use std::io::Cursor;
+use std::path::Path;
+
+/// Largest width or height accepted, and most bytes a decoder may allocate (decompression bombs).
+const MAX_SIDE: u32 = 30_000;
+const MAX_DECODE_BYTES: u64 = 1 << 30;
+
+/// Decode an image file to 8-bit RGB, upright as its EXIF orientation says.
+///
+/// Grayscale, alpha (dropped, like PIL's `convert("RGB")`), 16-bit and CMYK JPEGs all become RGB.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_rgb(&bytes).map_err(|message| Error::Image {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// Decode image bytes to upright 8-bit RGB; the error says why it failed.
+pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    if reader.format().is_none() {
+        return Err("not a recognized image format".into());
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    let orientation = decoder.orientation().map_err(|e| e.to_string())?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
+    image.apply_orientation(orientation);
+    Ok(image.to_rgb8())
+}
+
+fn filter(interpolation: Interpolation) -> FilterType {
+    match interpolation {
+        Interpolation::Nearest => FilterType::Nearest,
+        Interpolation::Bilinear => FilterType::Triangle,
+        Interpolation::Bicubic => FilterType::CatmullRom,
+    }
+}
+
+/// Resize so the shorter side is `short`, keeping the aspect ratio (rounded like torchvision).
+pub fn resize_shorter(image: &RgbImage, short: usize, interpolation: Interpolation) -> RgbImage {
+    let (w, h) = (image.width() as f64, image.height() as f64);
+    let scale = short as f64 / w.min(h);
+    let (nw, nh) = if w <= h {
+        (short as u32, ((h * scale).round() as u32).max(1))
+    } else {
+        (((w * scale).round() as u32).max(1), short as u32)
+    };
+    image::imageops::resize(image, nw, nh, filter(interpolation))
+}
+
+/// Crop the center `height` x `width` (the image must be at least that large).
+pub fn center_crop(image: &RgbImage, height: usize, width: usize) -> RgbImage {
+    let left = ((image.width() as f64 - width as f64) / 2.0)
+        .round()
+        .max(0.0) as u32;
+    let top = ((image.height() as f64 - height as f64) / 2.0)
+        .round()
+        .max(0.0) as u32;
+    image::imageops::crop_imm(image, left, top, width as u32, height as u32).to_image()
+}
+
+/// Resize the shorter side and center-crop as the pretrained config says; CHW values in [0, 255].
+pub fn prepare(image: &RgbImage, config: &PretrainedConfig) -> Vec<f32> {
+    let [h, w] = config.input_size;
+    let resized = resize_shorter(
+        image,
+        config.resize_to().max(h.max(w)),
+        config.interpolation,
+    );
+    let cropped = center_crop(&resized, h, w);
+    to_chw(&cropped)
+}
+
+/// Planar CHW f32 values in [0, 255].
+pub fn to_chw(image: &RgbImage) -> Vec<f32> {
+    let plane = (image.width() * image.height()) as usize;
+    let mut out = vec![0.0; 3 * plane];
+    for (i, px) in image.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = f32::from(px[c]);
+        }
+    }
+    out
+}
+
+/// Decode and prepare one file for a pretrained model.
+pub fn load_for_model(path: &Path, config: &PretrainedConfig) -> Result<Vec<f32>> {
+    Ok(prepare(&load_rgb(path)?, config))
+}
+
+/// Stack prepared CHW images of `height` x `width` into an NCHW tensor.
+pub fn batch_tensor(
+    images: &[Vec<f32>],
+    height: usize,
+    width: usize,
+    device: &Device,
+) -> Tensor<4> {
+    let data: Vec<f32> = images.iter().flatten().copied().collect();
+    Tensor::from_data(
+        TensorData::new(data, [images.len(), 3, height, width]),
+        device,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageEncoder, Rgb};
+
+    fn png(img: &RgbImage) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut bytes)
+            .write_image(
+                img,
+                img.width(),
+                img.height(),
+                image::ExtendedColorType::Rgb8,
+            )
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn resizes_shorter_side_and_crops_center() {
+        let mut img = RgbImage::new(40, 20);
+        for x in 0..40 {
+            for y in 0..20 {
+                img.put_pixel(x, y, Rgb([if x < 20 { 0 } else { 255 }, 0, 0]));
+            }
+        }
+        let r = resize_shorter(&img, 10, Interpolation::Bilinear);
+        assert_eq!((r.width(), r.height()), (20, 10));
+        let c = center_crop(&r, 10, 10);
+        assert_eq!((c.width(), c.height()), (10, 10));
+        // Left half dark, right half bright: a real resize, not a reshape.
+        assert!(c.get_pixel(0, 5)[0] < 30);
+        assert!(c.get_pixel(9, 5)[0] > 225);
+    }
+
+    #[test]
+    fn chw_layout_puts_channels_in_planes() {
+        let img = RgbImage::from_pixel(2, 1, Rgb([1, 2, 3]));
+        assert_eq!(to_chw(&img), vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
+    }
+
+    #[test]
+    fn decodes_png_and_refuses_garbage() {
+        let img = RgbImage::from_pixel(3, 2, Rgb([9, 8, 7]));
+        let decoded = decode_rgb(&png(&img)).unwrap();
+        assert_eq!(decoded.get_pixel(2, 1), &Rgb([9, 8, 7]));
+        assert!(decode_rgb(b"").unwrap_err().contains("empty"));
+        assert!(decode_rgb(b"definitely not an image").is_err());
+        let truncated = png(&RgbImage::from_pixel(64, 64, Rgb([1, 2, 3])));
+        assert!(decode_rgb(&truncated[..truncated.len() / 2]).is_err());
+    }
+}

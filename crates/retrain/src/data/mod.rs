@@ -1,0 +1,3 @@
+//! Data: decoding real-world image files into model-ready tensors.
+
+pub mod image;

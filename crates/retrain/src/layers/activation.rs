@@ -1,0 +1,83 @@
+//! Activation functions, as a layer of their own or fused into Conv2d / Dense.
+
+use super::{Batch, Context, Layer, LayerBase, LayerKind, LayerSpec};
+use crate::error::Result;
+use crate::shape::Shape;
+use burn::tensor::{activation, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// The activations retrain knows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationKind {
+    /// Identity (Keras `None` / `"linear"`).
+    #[default]
+    Linear,
+    /// max(x, 0).
+    Relu,
+    /// min(max(x, 0), 6), as in MobileNet and EfficientNet-Lite.
+    Relu6,
+    /// Softmax over the last axis.
+    Softmax,
+}
+
+impl ActivationKind {
+    /// Apply to a tensor; softmax runs over the last axis (features for vectors).
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            ActivationKind::Linear => x,
+            ActivationKind::Relu => activation::relu(x),
+            ActivationKind::Relu6 => activation::relu6(x),
+            ActivationKind::Softmax => activation::softmax(x, D - 1),
+        }
+    }
+
+    /// Apply to a batch; softmax on feature maps runs over channels, like Keras' channel axis.
+    pub fn apply_batch(self, x: Batch) -> Batch {
+        match (self, x) {
+            (ActivationKind::Softmax, Batch::Maps(t)) => Batch::Maps(activation::softmax(t, 1)),
+            (kind, Batch::Maps(t)) => Batch::Maps(kind.apply(t)),
+            (kind, Batch::Vectors(t)) => Batch::Vectors(kind.apply(t)),
+        }
+    }
+}
+
+/// A standalone activation layer (Keras `Activation`, `ReLU`, `Softmax`).
+pub struct Activation {
+    base: LayerBase,
+    kind: ActivationKind,
+}
+
+impl Activation {
+    /// An activation layer; `name` defaults to `activation`, `activation_1`, ...
+    pub fn new(name: Option<String>, kind: ActivationKind) -> Self {
+        Activation {
+            base: LayerBase::new(name, "activation"),
+            kind,
+        }
+    }
+}
+
+impl Layer for Activation {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+    fn class_name(&self) -> &'static str {
+        "Activation"
+    }
+    fn setup(&self, input: Shape) -> Result<Shape> {
+        Ok(input)
+    }
+    fn forward(&self, x: Batch, _ctx: &mut Context) -> Result<Batch> {
+        Ok(self.kind.apply_batch(x))
+    }
+    fn spec(&self) -> LayerSpec {
+        LayerSpec {
+            name: self.name().to_string(),
+            trainable: self.trainable(),
+            kind: LayerKind::Activation {
+                activation: self.kind,
+            },
+        }
+    }
+}

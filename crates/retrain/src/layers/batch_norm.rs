@@ -1,0 +1,130 @@
+//! Batch normalization with Keras semantics for frozen layers.
+
+use super::{Batch, Context, Layer, LayerBase, LayerKind, LayerSpec, LazyVariables};
+use crate::error::Result;
+use crate::shape::Shape;
+use crate::variable::{Initializer, Variable};
+use burn::tensor::module::{batch_norm, batch_norm_train};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// Configuration of a [`BatchNorm`] layer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchNormConfig {
+    /// Weight of the old moving statistic in each update (Keras 0.99 = PyTorch momentum 0.01).
+    pub momentum: f64,
+    /// Added to the variance.
+    pub epsilon: f64,
+}
+
+impl Default for BatchNormConfig {
+    fn default() -> Self {
+        BatchNormConfig {
+            momentum: 0.99,
+            epsilon: 1e-3,
+        }
+    }
+}
+
+/// Keras `BatchNormalization` over the channel axis.
+///
+/// Variables: `gamma`, `beta` (trainable while the layer is), `moving_mean`, `moving_variance`
+/// (never trainable). A layer with `trainable == false` always runs in inference mode, on the
+/// moving statistics, and updates nothing, even inside a model that is training.
+pub struct BatchNorm {
+    base: LayerBase,
+    config: BatchNormConfig,
+    variables: LazyVariables,
+}
+
+impl BatchNorm {
+    /// A BatchNorm with Keras' defaults (momentum 0.99, epsilon 1e-3).
+    pub fn new(name: Option<String>) -> Self {
+        Self::from_config(name, BatchNormConfig::default())
+    }
+
+    /// A BatchNorm from its configuration.
+    pub fn from_config(name: Option<String>, config: BatchNormConfig) -> Self {
+        BatchNorm {
+            base: LayerBase::new(name, "batch_normalization"),
+            config,
+            variables: LazyVariables::default(),
+        }
+    }
+
+    fn normalize<const D: usize>(&self, x: Tensor<D>, ctx: &mut Context) -> Result<Tensor<D>> {
+        let name = self.name();
+        let [gamma, beta, mean, var] = [0, 1, 2, 3].map(|i| self.variables.get(name, i));
+        let (gamma, beta, mean, var) = (gamma?, beta?, mean?, var?);
+        let trainable = self.trainable();
+        let g = ctx.weight::<1>(&gamma, trainable);
+        let b = ctx.weight::<1>(&beta, trainable);
+        if ctx.training && trainable {
+            let out = batch_norm_train(x, g, b, self.config.epsilon);
+            let m = self.config.momentum;
+            let device = ctx.device.clone();
+            mean.assign(mean.value(&device) * m + out.mean.without_autodiff() * (1.0 - m));
+            var.assign(var.value(&device) * m + out.variance.without_autodiff() * (1.0 - m));
+            Ok(out.output)
+        } else {
+            let mu = ctx.weight::<1>(&mean, false);
+            let sigma2 = ctx.weight::<1>(&var, false);
+            Ok(batch_norm(x, g, b, mu, sigma2, self.config.epsilon))
+        }
+    }
+}
+
+impl Layer for BatchNorm {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+
+    fn class_name(&self) -> &'static str {
+        "BatchNormalization"
+    }
+
+    fn setup(&self, input: Shape) -> Result<Shape> {
+        let n = input.channels();
+        self.variables.ensure(self.name(), n, || {
+            [
+                ("gamma", true, Initializer::Ones),
+                ("beta", true, Initializer::Zeros),
+                ("moving_mean", false, Initializer::Zeros),
+                ("moving_variance", false, Initializer::Ones),
+            ]
+            .into_iter()
+            .map(|(v, trainable, init)| {
+                Variable::new(format!("{}/{v}", self.name()), vec![n], trainable, init)
+            })
+            .collect()
+        })?;
+        Ok(input)
+    }
+
+    fn forward(&self, x: Batch, ctx: &mut Context) -> Result<Batch> {
+        let built = self.variables.get(self.name(), 0)?.numel();
+        let channels = x.dims()[1];
+        if channels != built {
+            return Err(crate::error::Error::shape(
+                self.name(),
+                format!("was built for {built} channels, got {channels}"),
+            ));
+        }
+        Ok(match x {
+            Batch::Maps(t) => Batch::Maps(self.normalize(t, ctx)?),
+            Batch::Vectors(t) => Batch::Vectors(self.normalize(t, ctx)?),
+        })
+    }
+
+    fn variables(&self) -> Vec<Variable> {
+        self.variables.all()
+    }
+
+    fn spec(&self) -> LayerSpec {
+        LayerSpec {
+            name: self.name().to_string(),
+            trainable: self.trainable(),
+            kind: LayerKind::BatchNorm(self.config.clone()),
+        }
+    }
+}

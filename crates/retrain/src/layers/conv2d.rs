@@ -1,0 +1,240 @@
+//! 2-D convolution: standard, grouped and depthwise, with valid / same (TF-SAME) / fixed padding.
+
+use super::{
+    ActivationKind, Batch, Context, LayerBase, LayerKind, LayerSpec, LazyVariables, Padding,
+};
+use crate::error::{Error, Result};
+use crate::layers::Layer;
+use crate::shape::{window_output, Shape};
+use crate::variable::{Initializer, Variable};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use serde::{Deserialize, Serialize};
+
+/// Configuration of a [`Conv2d`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conv2dConfig {
+    /// Output channels; `None` for a depthwise convolution (output = input channels × multiplier).
+    pub filters: Option<usize>,
+    /// Depthwise channel multiplier (only for depthwise).
+    pub depth_multiplier: usize,
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride along height and width.
+    pub strides: [usize; 2],
+    /// Dilation along height and width.
+    pub dilation: [usize; 2],
+    /// Padding rule.
+    pub padding: Padding,
+    /// Channel groups for a standard convolution (1 = dense).
+    pub groups: usize,
+    /// Whether a bias is added.
+    pub use_bias: bool,
+    /// Activation applied after the bias.
+    pub activation: ActivationKind,
+}
+
+impl Conv2dConfig {
+    /// A standard convolution with `filters` outputs and a square `kernel`, stride 1, valid
+    /// padding, bias and no activation (Keras' defaults).
+    pub fn new(filters: usize, kernel: usize) -> Self {
+        Conv2dConfig {
+            filters: Some(filters),
+            depth_multiplier: 1,
+            kernel: [kernel, kernel],
+            strides: [1, 1],
+            dilation: [1, 1],
+            padding: Padding::Valid,
+            groups: 1,
+            use_bias: true,
+            activation: ActivationKind::Linear,
+        }
+    }
+
+    /// A depthwise convolution (one filter per input channel), like Keras `DepthwiseConv2D`.
+    pub fn depthwise(kernel: usize) -> Self {
+        Conv2dConfig {
+            filters: None,
+            ..Conv2dConfig::new(0, kernel)
+        }
+    }
+
+    /// Set the stride.
+    pub fn strides(mut self, stride: usize) -> Self {
+        self.strides = [stride, stride];
+        self
+    }
+
+    /// Set the padding.
+    pub fn padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
+    /// Set the dilation.
+    pub fn dilation(mut self, dilation: usize) -> Self {
+        self.dilation = [dilation, dilation];
+        self
+    }
+
+    /// Set the groups.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// Use or drop the bias.
+    pub fn bias(mut self, use_bias: bool) -> Self {
+        self.use_bias = use_bias;
+        self
+    }
+
+    /// Set the activation.
+    pub fn activation(mut self, activation: ActivationKind) -> Self {
+        self.activation = activation;
+        self
+    }
+}
+
+/// Keras `Conv2D` / `DepthwiseConv2D`. Kernel stored `[out, in/groups, kh, kw]`.
+pub struct Conv2d {
+    base: LayerBase,
+    config: Conv2dConfig,
+    variables: LazyVariables,
+}
+
+impl Conv2d {
+    /// A convolution; `name` defaults to `conv2d` / `depthwise_conv2d` with a counter.
+    pub fn from_config(name: Option<String>, config: Conv2dConfig) -> Self {
+        let prefix = if config.filters.is_none() {
+            "depthwise_conv2d"
+        } else {
+            "conv2d"
+        };
+        Conv2d {
+            base: LayerBase::new(name, prefix),
+            config,
+            variables: LazyVariables::default(),
+        }
+    }
+
+    /// Output channels and groups for `in_channels` inputs.
+    fn layout(&self, in_channels: usize) -> Result<(usize, usize)> {
+        let c = &self.config;
+        let (out, groups) = match c.filters {
+            None => (in_channels * c.depth_multiplier, in_channels),
+            Some(f) => (f, c.groups),
+        };
+        if groups == 0 || in_channels % groups != 0 || out % groups != 0 || out == 0 {
+            return Err(Error::shape(
+                self.name(),
+                format!("{in_channels} input channels and {out} filters do not split into {groups} groups"),
+            ));
+        }
+        Ok((out, groups))
+    }
+}
+
+impl Layer for Conv2d {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+
+    fn class_name(&self) -> &'static str {
+        if self.config.filters.is_none() {
+            "DepthwiseConv2D"
+        } else {
+            "Conv2D"
+        }
+    }
+
+    fn setup(&self, input: Shape) -> Result<Shape> {
+        let Shape::Image {
+            height,
+            width,
+            channels,
+        } = input
+        else {
+            return Err(Error::shape(
+                self.name(),
+                format!("Conv2D expects feature maps, got {input}"),
+            ));
+        };
+        let c = &self.config;
+        let (out, groups) = self.layout(channels)?;
+        let oh = window_output(height, c.kernel[0], c.strides[0], c.dilation[0], c.padding);
+        let ow = window_output(width, c.kernel[1], c.strides[1], c.dilation[1], c.padding);
+        if (height.is_some() && oh.is_none()) || (width.is_some() && ow.is_none()) {
+            return Err(Error::shape(
+                self.name(),
+                format!("input {input} is smaller than the {:?} kernel", c.kernel),
+            ));
+        }
+        self.variables.ensure(self.name(), channels, || {
+            let fan_in = channels / groups * c.kernel[0] * c.kernel[1];
+            let fan_out = out / groups * c.kernel[0] * c.kernel[1];
+            let mut vars = vec![Variable::new(
+                format!("{}/kernel", self.name()),
+                vec![out, channels / groups, c.kernel[0], c.kernel[1]],
+                true,
+                Initializer::GlorotUniform { fan_in, fan_out },
+            )];
+            if c.use_bias {
+                vars.push(Variable::new(
+                    format!("{}/bias", self.name()),
+                    vec![out],
+                    true,
+                    Initializer::Zeros,
+                ));
+            }
+            vars
+        })?;
+        Ok(Shape::image(oh, ow, out))
+    }
+
+    fn forward(&self, x: Batch, ctx: &mut Context) -> Result<Batch> {
+        let x = x.into_maps(self.name())?;
+        let [_, channels, h, w] = x.dims();
+        let c = &self.config;
+        let (_, groups) = self.layout(channels)?;
+        let trainable = self.trainable();
+        let kernel_var = self.variables.get(self.name(), 0)?;
+        if kernel_var.shape()[1] * groups != channels {
+            return Err(Error::shape(
+                self.name(),
+                format!(
+                    "was built for {} input channels, got {channels}",
+                    kernel_var.shape()[1] * groups
+                ),
+            ));
+        }
+        let kernel = ctx.weight::<4>(&kernel_var, trainable);
+        let bias = if c.use_bias {
+            Some(ctx.weight::<1>(&self.variables.get(self.name(), 1)?, trainable))
+        } else {
+            None
+        };
+        let ph = c
+            .padding
+            .amounts(h, c.kernel[0], c.strides[0], c.dilation[0]);
+        let pw = c
+            .padding
+            .amounts(w, c.kernel[1], c.strides[1], c.dilation[1]);
+        let options = ConvOptions::new_with_padding(c.strides, [ph, pw], c.dilation, groups);
+        Ok(Batch::Maps(
+            c.activation.apply(conv2d(x, kernel, bias, options)),
+        ))
+    }
+
+    fn variables(&self) -> Vec<Variable> {
+        self.variables.all()
+    }
+
+    fn spec(&self) -> LayerSpec {
+        LayerSpec {
+            name: self.name().to_string(),
+            trainable: self.trainable(),
+            kind: LayerKind::Conv2d(self.config.clone()),
+        }
+    }
+}

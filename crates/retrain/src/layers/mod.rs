@@ -1,0 +1,443 @@
+//! Layers: small named units with a `trainable` flag, one concept per file, the Keras way.
+//!
+//! A layer is shared through `Arc<dyn Layer>`: putting the same layer into two models shares its
+//! weights and its `trainable` flag, exactly like reusing a Keras layer object.
+
+mod activation;
+mod batch_norm;
+mod conv2d;
+mod dense;
+mod dropout;
+mod flatten;
+mod pooling;
+mod preprocess;
+
+pub use activation::{Activation, ActivationKind};
+pub use batch_norm::{BatchNorm, BatchNormConfig};
+pub use conv2d::{Conv2d, Conv2dConfig};
+pub use dense::{Dense, DenseConfig};
+pub use dropout::Dropout;
+pub use flatten::Flatten;
+pub use pooling::{AvgPool2d, GlobalAveragePooling2d, GlobalMaxPooling2d, MaxPool2d, PoolConfig};
+pub use preprocess::{Preprocess, PreprocessMode, Rescaling};
+
+use crate::error::{Error, Result};
+use crate::shape::Shape;
+use crate::variable::Variable;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// A batch flowing between layers: feature maps (NCHW) or flat vectors (NC).
+#[derive(Clone, Debug)]
+pub enum Batch {
+    /// `[batch, channels, height, width]`.
+    Maps(Tensor<4>),
+    /// `[batch, features]`.
+    Vectors(Tensor<2>),
+}
+
+impl Batch {
+    /// The concrete dimensions, batch first.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Batch::Maps(t) => t.dims().to_vec(),
+            Batch::Vectors(t) => t.dims().to_vec(),
+        }
+    }
+
+    /// The per-sample shape of this batch.
+    pub fn shape(&self) -> Shape {
+        match self {
+            Batch::Maps(t) => {
+                let [_, c, h, w] = t.dims();
+                Shape::image(Some(h), Some(w), c)
+            }
+            Batch::Vectors(t) => Shape::Vector(t.dims()[1]),
+        }
+    }
+
+    /// The feature maps, or a shape error naming `layer`.
+    pub fn into_maps(self, layer: &str) -> Result<Tensor<4>> {
+        match self {
+            Batch::Maps(t) => Ok(t),
+            Batch::Vectors(t) => Err(Error::shape(
+                layer,
+                format!("expects feature maps, got vectors of shape {:?}", t.dims()),
+            )),
+        }
+    }
+
+    /// The vectors, or a shape error naming `layer`.
+    pub fn into_vectors(self, layer: &str) -> Result<Tensor<2>> {
+        match self {
+            Batch::Vectors(t) => Ok(t),
+            Batch::Maps(t) => Err(Error::shape(
+                layer,
+                format!(
+                    "expects vectors, got feature maps of shape {:?}; add Flatten or a global pooling layer first",
+                    t.dims()
+                ),
+            )),
+        }
+    }
+}
+
+/// Where a forward pass runs and whether it trains.
+///
+/// In training mode with gradient tracking, every trainable variable of a trainable layer becomes
+/// an autodiff leaf (once per pass, so shared layers share the leaf); frozen variables stay plain
+/// tensors, so a frozen prefix runs without any autodiff bookkeeping.
+pub struct Context {
+    /// Device the tensors live on.
+    pub device: Device,
+    /// Training mode: dropout active, trainable BatchNorm uses batch statistics.
+    pub training: bool,
+    leaves: Option<HashMap<u64, (Variable, Tensor<1>)>>,
+}
+
+impl Context {
+    /// Inference: no dropout, BatchNorm on moving statistics, no gradients.
+    pub fn inference(device: &Device) -> Self {
+        Context {
+            device: device.clone(),
+            training: false,
+            leaves: None,
+        }
+    }
+
+    /// Training mode; with `track_gradients` the trainable variables become autodiff leaves.
+    pub fn training(device: &Device, track_gradients: bool) -> Self {
+        Context {
+            device: device.clone(),
+            training: true,
+            leaves: track_gradients.then(HashMap::new),
+        }
+    }
+
+    /// The value of `variable` as used by a layer whose `trainable` flag is `layer_trainable`.
+    pub fn weight<const D: usize>(
+        &mut self,
+        variable: &Variable,
+        layer_trainable: bool,
+    ) -> Tensor<D> {
+        let dims: [usize; D] = variable
+            .shape()
+            .to_vec()
+            .try_into()
+            .unwrap_or_else(|_| panic!("variable '{}' is not rank {D}", variable.path()));
+        let tracked = layer_trainable && variable.is_trainable_kind();
+        match self.leaves.as_mut() {
+            Some(leaves) if tracked => {
+                let device = &self.device;
+                let (_, leaf) = leaves.entry(variable.id()).or_insert_with(|| {
+                    let leaf = variable.value(device).autodiff().require_grad();
+                    (variable.clone(), leaf)
+                });
+                leaf.clone().reshape(dims)
+            }
+            _ => variable.value(&self.device).reshape(dims),
+        }
+    }
+
+    /// The autodiff leaves created during this pass, with their variables.
+    pub fn into_leaves(self) -> Vec<(Variable, Tensor<1>)> {
+        self.leaves
+            .map(|l| l.into_values().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// What every layer has: a unique name, a `trainable` flag and the shapes it was built for.
+#[derive(Debug)]
+pub struct LayerBase {
+    name: String,
+    trainable: AtomicBool,
+    io: RwLock<Option<(Shape, Shape)>>,
+}
+
+impl LayerBase {
+    /// A trainable base named `name`, or an automatic Keras-style name from `prefix`.
+    pub fn new(name: Option<String>, prefix: &str) -> Self {
+        LayerBase {
+            name: name.unwrap_or_else(|| unique_name(prefix)),
+            trainable: AtomicBool::new(true),
+            io: RwLock::new(None),
+        }
+    }
+
+    /// The layer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Keras-style automatic names: `dense`, `dense_1`, `dense_2`, ...
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+    let mut counts = COUNTS.lock().expect("name counter");
+    let n = counts
+        .get_or_insert_with(HashMap::new)
+        .entry(prefix.to_string())
+        .or_insert(0);
+    let name = if *n == 0 {
+        prefix.to_string()
+    } else {
+        format!("{prefix}_{n}")
+    };
+    *n += 1;
+    name
+}
+
+/// The layer interface. Implementors provide `base`, `class_name`, `setup`, `forward` and `spec`.
+pub trait Layer: Send + Sync {
+    /// Name, trainable flag and recorded shapes.
+    fn base(&self) -> &LayerBase;
+
+    /// The Keras class name shown in summaries (`Conv2D`, `Dense`, ...).
+    fn class_name(&self) -> &'static str;
+
+    /// Check `input`, create the variables it implies (lazily valued) and return the output shape.
+    fn setup(&self, input: Shape) -> Result<Shape>;
+
+    /// Run the layer on a batch.
+    fn forward(&self, x: Batch, ctx: &mut Context) -> Result<Batch>;
+
+    /// The serializable description this layer can be rebuilt from.
+    fn spec(&self) -> LayerSpec;
+
+    /// Own variables, or those of all sublayers for composite layers, in Keras order.
+    fn variables(&self) -> Vec<Variable> {
+        self.sublayers()
+            .iter()
+            .flat_map(|l| l.variables())
+            .collect()
+    }
+
+    /// Layers nested inside this one (a model used as a layer, a block).
+    fn sublayers(&self) -> Vec<Arc<dyn Layer>> {
+        Vec::new()
+    }
+
+    /// This layer as a model, when it is one (for expanding nested models).
+    fn as_model(&self) -> Option<&crate::model::Sequential> {
+        None
+    }
+
+    /// The layer's name.
+    fn name(&self) -> &str {
+        &self.base().name
+    }
+
+    /// Whether training may change this layer.
+    fn trainable(&self) -> bool {
+        self.base().trainable.load(Ordering::Relaxed)
+    }
+
+    /// Freeze or unfreeze this layer and, like Keras, every layer nested inside it.
+    fn set_trainable(&self, trainable: bool) {
+        self.base().trainable.store(trainable, Ordering::Relaxed);
+        for layer in self.sublayers() {
+            layer.set_trainable(trainable);
+        }
+    }
+
+    /// Variables an optimizer updates: none when frozen, never statistics.
+    fn trainable_variables(&self) -> Vec<Variable> {
+        let sublayers = self.sublayers();
+        if !sublayers.is_empty() {
+            return sublayers
+                .iter()
+                .flat_map(|l| l.trainable_variables())
+                .collect();
+        }
+        if !self.trainable() {
+            return Vec::new();
+        }
+        self.variables()
+            .into_iter()
+            .filter(Variable::is_trainable_kind)
+            .collect()
+    }
+
+    /// Variables an optimizer leaves alone.
+    fn non_trainable_variables(&self) -> Vec<Variable> {
+        let trainable: Vec<u64> = self
+            .trainable_variables()
+            .iter()
+            .map(Variable::id)
+            .collect();
+        self.variables()
+            .into_iter()
+            .filter(|v| !trainable.contains(&v.id()))
+            .collect()
+    }
+
+    /// Number of scalars in all variables.
+    fn param_count(&self) -> usize {
+        self.variables().iter().map(Variable::numel).sum()
+    }
+
+    /// Build for `input` (setup plus recording the shapes for summaries).
+    fn build(&self, input: Shape) -> Result<Shape> {
+        let output = self.setup(input)?;
+        *self.base().io.write().expect("layer lock") = Some((input, output));
+        Ok(output)
+    }
+
+    /// The input shape this layer was last built for.
+    fn input_shape(&self) -> Option<Shape> {
+        self.base().io.read().expect("layer lock").map(|(i, _)| i)
+    }
+
+    /// The output shape this layer was last built for.
+    fn output_shape(&self) -> Option<Shape> {
+        self.base().io.read().expect("layer lock").map(|(_, o)| o)
+    }
+}
+
+/// A shared layer.
+pub type LayerRef = Arc<dyn Layer>;
+
+/// Padding of convolutions and pooling windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Padding {
+    /// No padding.
+    Valid,
+    /// Keras / TensorFlow "same": output = ceil(input / stride); when the total padding is odd
+    /// the extra row and column go at the bottom and right (TF-SAME, computed per input size).
+    Same,
+    /// PyTorch-style fixed padding on every side.
+    Symmetric(usize),
+}
+
+impl Padding {
+    /// `(begin, end)` padding for one axis of length `input`.
+    pub fn amounts(
+        self,
+        input: usize,
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+    ) -> (usize, usize) {
+        match self {
+            Padding::Valid => (0, 0),
+            Padding::Symmetric(p) => (p, p),
+            Padding::Same => {
+                let span = (kernel - 1) * dilation + 1;
+                let total = ((input.div_ceil(stride) - 1) * stride + span).saturating_sub(input);
+                (total / 2, total - total / 2)
+            }
+        }
+    }
+}
+
+/// The serializable description of a layer, from which it can be rebuilt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerSpec {
+    /// Unique layer name.
+    pub name: String,
+    /// The `trainable` flag.
+    pub trainable: bool,
+    /// Kind and configuration.
+    #[serde(flatten)]
+    pub kind: LayerKind,
+}
+
+/// Layer kinds with their configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "class", rename_all = "snake_case")]
+pub enum LayerKind {
+    Conv2d(Conv2dConfig),
+    Dense(DenseConfig),
+    BatchNorm(BatchNormConfig),
+    MaxPool2d(PoolConfig),
+    AvgPool2d(PoolConfig),
+    GlobalAveragePooling2d,
+    GlobalMaxPooling2d,
+    Flatten,
+    Dropout { rate: f64 },
+    Activation { activation: ActivationKind },
+    Preprocess { mode: PreprocessMode },
+    Rescaling { scale: f64, offset: f64 },
+    MbConv(crate::zoo::efficientnet_lite::MbConvConfig),
+    Model(crate::model::ModelSpec),
+}
+
+impl LayerSpec {
+    /// Rebuild the layer (variables are created lazily; load weights afterwards).
+    pub fn instantiate(&self) -> Result<LayerRef> {
+        let name = Some(self.name.clone());
+        let layer: LayerRef = match &self.kind {
+            LayerKind::Conv2d(c) => Arc::new(Conv2d::from_config(name, c.clone())),
+            LayerKind::Dense(c) => Arc::new(Dense::from_config(name, c.clone())),
+            LayerKind::BatchNorm(c) => Arc::new(BatchNorm::from_config(name, c.clone())),
+            LayerKind::MaxPool2d(c) => Arc::new(MaxPool2d::from_config(name, *c)),
+            LayerKind::AvgPool2d(c) => Arc::new(AvgPool2d::from_config(name, *c)),
+            LayerKind::GlobalAveragePooling2d => Arc::new(GlobalAveragePooling2d::new(name)),
+            LayerKind::GlobalMaxPooling2d => Arc::new(GlobalMaxPooling2d::new(name)),
+            LayerKind::Flatten => Arc::new(Flatten::new(name)),
+            LayerKind::Dropout { rate } => Arc::new(Dropout::new(name, *rate)),
+            LayerKind::Activation { activation } => Arc::new(Activation::new(name, *activation)),
+            LayerKind::Preprocess { mode } => Arc::new(Preprocess::new(name, mode.clone())),
+            LayerKind::Rescaling { scale, offset } => {
+                Arc::new(Rescaling::new(name, *scale, *offset))
+            }
+            LayerKind::MbConv(c) => Arc::new(crate::zoo::efficientnet_lite::MbConv::from_config(
+                name,
+                c.clone(),
+            )),
+            LayerKind::Model(m) => Arc::new(crate::model::Sequential::from_spec(&self.name, m)?),
+        };
+        layer.set_trainable(self.trainable);
+        Ok(layer)
+    }
+}
+
+/// Variables a layer creates on its first build, for a given input width (channels/features).
+#[derive(Default)]
+pub struct LazyVariables(RwLock<Option<(usize, Vec<Variable>)>>);
+
+impl LazyVariables {
+    /// Create the variables for `input_width` the first time; afterwards insist on the same width.
+    pub fn ensure(
+        &self,
+        layer: &str,
+        input_width: usize,
+        create: impl FnOnce() -> Vec<Variable>,
+    ) -> Result<()> {
+        let mut slot = self.0.write().expect("layer lock");
+        match slot.as_ref() {
+            Some((built, _)) if *built != input_width => Err(Error::shape(
+                layer,
+                format!("was built for {built} input channels/features, got {input_width}"),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                *slot = Some((input_width, create()));
+                Ok(())
+            }
+        }
+    }
+
+    /// The variables (empty before the first build: Keras' lazy `weights == []`).
+    pub fn all(&self) -> Vec<Variable> {
+        self.0
+            .read()
+            .expect("layer lock")
+            .as_ref()
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// The `i`-th variable, or an error saying the layer was never built.
+    pub fn get(&self, layer: &str, i: usize) -> Result<Variable> {
+        self.all()
+            .get(i)
+            .cloned()
+            .ok_or_else(|| Error::shape(layer, "used before it was built"))
+    }
+}

@@ -1,0 +1,25 @@
+//! retrain: transfer learning on images, the Keras way, in Rust on Burn.
+//!
+//! Take a network pretrained on ImageNet from the [`zoo`], load its [`weights`], freeze it,
+//! add a new head from [`layers`] into a [`model::Sequential`], and train it on your pictures
+//! ([`data`]). Summaries print like Keras, with exact parameter counts.
+
+pub mod data;
+pub mod error;
+pub mod io;
+pub mod layers;
+pub mod model;
+pub mod predict;
+pub mod shape;
+pub mod variable;
+pub mod weights;
+pub mod zoo;
+
+pub use burn::tensor::{Device, Tensor};
+pub use error::{Error, Result};
+pub use shape::Shape;
+
+/// The default CPU device (burn-flex: pure Rust, SIMD, multi-threaded).
+pub fn default_device() -> Device {
+    Device::flex()
+}

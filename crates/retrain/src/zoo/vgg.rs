@@ -1,0 +1,97 @@
+//! VGG16 and VGG19 (Simonyan & Zisserman 2014) with Keras layer names.
+
+use super::{add_pooling, input_shape, Interpolation, PretrainedConfig, ZooEntry, ZooOptions};
+use crate::error::Result;
+use crate::layers::{
+    ActivationKind, Conv2d, Conv2dConfig, Dense, DenseConfig, Flatten, MaxPool2d, Padding,
+    PoolConfig, PreprocessMode,
+};
+use crate::model::Sequential;
+use std::sync::Arc;
+
+/// VGG16: 13 convolutions in 5 blocks, 138,357,544 parameters with the classifier.
+pub const VGG16: ZooEntry = ZooEntry {
+    name: "vgg16",
+    description: "VGG16 (Keras applications layout), caffe preprocessing",
+    build: vgg16,
+    pretrained: pretrained,
+    pytorch_names: None,
+};
+
+/// VGG19: 16 convolutions in 5 blocks, 143,667,240 parameters with the classifier.
+pub const VGG19: ZooEntry = ZooEntry {
+    name: "vgg19",
+    description: "VGG19 (Keras applications layout), caffe preprocessing",
+    build: vgg19,
+    pretrained: pretrained,
+    pytorch_names: None,
+};
+
+fn pretrained() -> PretrainedConfig {
+    PretrainedConfig {
+        input_size: [224, 224],
+        crop_pct: 0.875,
+        interpolation: Interpolation::Bilinear,
+        preprocess: PreprocessMode::Caffe,
+        weights: "Keras applications VGG weights".to_string(),
+    }
+}
+
+/// Build VGG16.
+pub fn vgg16(options: &ZooOptions) -> Result<Sequential> {
+    vgg("vgg16", &[2, 2, 3, 3, 3], options)
+}
+
+/// Build VGG19.
+pub fn vgg19(options: &ZooOptions) -> Result<Sequential> {
+    vgg("vgg19", &[2, 2, 4, 4, 4], options)
+}
+
+fn vgg(name: &str, convs_per_block: &[usize], options: &ZooOptions) -> Result<Sequential> {
+    let mut model = Sequential::new(Some(name))
+        .with_input(input_shape(name, options, 224)?)
+        .as_functional();
+    for (block, (&convs, filters)) in convs_per_block
+        .iter()
+        .zip([64, 128, 256, 512, 512])
+        .enumerate()
+    {
+        for conv in 1..=convs {
+            let config = Conv2dConfig::new(filters, 3)
+                .padding(Padding::Same)
+                .activation(ActivationKind::Relu);
+            model.add(Arc::new(Conv2d::from_config(
+                Some(format!("block{}_conv{conv}", block + 1)),
+                config,
+            )))?;
+        }
+        model.add(Arc::new(MaxPool2d::from_config(
+            Some(format!("block{}_pool", block + 1)),
+            PoolConfig::new(2),
+        )))?;
+    }
+    if options.include_top {
+        model.add(Arc::new(Flatten::new(Some("flatten".into()))))?;
+        for fc in ["fc1", "fc2"] {
+            model.add(Arc::new(Dense::from_config(
+                Some(fc.into()),
+                DenseConfig {
+                    units: 4096,
+                    activation: ActivationKind::Relu,
+                    use_bias: true,
+                },
+            )))?;
+        }
+        model.add(Arc::new(Dense::from_config(
+            Some("predictions".into()),
+            DenseConfig {
+                units: options.classes,
+                activation: options.classifier_activation,
+                use_bias: true,
+            },
+        )))?;
+    } else {
+        add_pooling(&mut model, options.pooling, false)?;
+    }
+    Ok(model)
+}

@@ -1,0 +1,63 @@
+//! EfficientNet-Lite0 with the real ImageNet weights against PyTorch reference tensors.
+
+mod common;
+
+use burn::tensor::TensorData;
+use common::{fixture, lite0_weights, max_abs_diff};
+use retrain::layers::{ActivationKind, Batch};
+use retrain::model::Sequential;
+use retrain::zoo::{self, ZooOptions};
+use retrain::{default_device, Tensor};
+
+fn to_vec(batch: Batch) -> (Vec<usize>, Vec<f32>) {
+    let dims = batch.dims();
+    let data = match batch {
+        Batch::Maps(t) => t.into_data(),
+        Batch::Vectors(t) => t.into_data(),
+    };
+    (dims, data.convert::<f32>().try_into_vec::<f32>().unwrap())
+}
+
+#[test]
+fn lite0_matches_pytorch_on_feature_map_pooled_and_logits() {
+    let device = default_device();
+    let entry = zoo::entry("efficientnet_lite0").unwrap();
+    let options = ZooOptions {
+        classifier_activation: ActivationKind::Linear,
+        ..ZooOptions::default()
+    };
+    let model = zoo::load_pretrained(entry, &options, &lite0_weights(), &device).unwrap();
+
+    let (shape, input) = fixture("input");
+    assert_eq!(shape, vec![4, 3, 224, 224]);
+    let input = Tensor::<4>::from_data(TensorData::new(input, [4, 3, 224, 224]), &device);
+
+    let (dims, logits) = to_vec(model.predict(input.clone()).unwrap());
+    assert_eq!(dims, vec![4, 1000]);
+    let (_, expected) = fixture("logits");
+    let logits_diff = max_abs_diff(&logits, &expected);
+    assert!(logits_diff <= 1e-3, "logits differ by {logits_diff}");
+
+    // The same layers without the classifier (shared, not copied) give the feature map.
+    let layers = model.layers();
+    let base = Sequential::from_layers(Some("base"), &layers[..layers.len() - 3]).unwrap();
+    let (dims, feature_map) = to_vec(base.predict(input).unwrap());
+    assert_eq!(dims, vec![4, 1280, 7, 7]);
+    let (_, expected) = fixture("feature_map");
+    let map_diff = max_abs_diff(&feature_map, &expected);
+    assert!(map_diff <= 1e-3, "feature map differs by {map_diff}");
+
+    let pooled: Vec<f32> = feature_map
+        .chunks(49)
+        .map(|c| c.iter().sum::<f32>() / 49.0)
+        .collect();
+    let (_, expected) = fixture("pooled");
+    let pooled_diff = max_abs_diff(&pooled, &expected);
+    assert!(
+        pooled_diff <= 1e-4,
+        "pooled features differ by {pooled_diff}"
+    );
+    eprintln!(
+        "max abs diff: logits {logits_diff:e}, feature map {map_diff:e}, pooled {pooled_diff:e}"
+    );
+}
