@@ -172,6 +172,11 @@ impl LayerBase {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The (input, output) shapes of the last build, if any.
+    pub fn recorded_io(&self) -> Option<(Shape, Shape)> {
+        *self.io.read().expect("layer lock")
+    }
 }
 
 /// Keras-style automatic names: `dense`, `dense_1`, `dense_2`, ...
@@ -280,6 +285,12 @@ pub trait Layer: Send + Sync {
         self.variables().iter().map(Variable::numel).sum()
     }
 
+    /// Keras `layer(x)`: build for the batch's shape if needed, then run.
+    fn call(&self, x: Batch, ctx: &mut Context) -> Result<Batch> {
+        self.setup(x.shape())?;
+        self.forward(x, ctx)
+    }
+
     /// Build for `input` (setup plus recording the shapes for summaries).
     fn build(&self, input: Shape) -> Result<Shape> {
         let output = self.setup(input)?;
@@ -289,12 +300,12 @@ pub trait Layer: Send + Sync {
 
     /// The input shape this layer was last built for.
     fn input_shape(&self) -> Option<Shape> {
-        self.base().io.read().expect("layer lock").map(|(i, _)| i)
+        self.base().recorded_io().map(|(i, _)| i)
     }
 
     /// The output shape this layer was last built for.
     fn output_shape(&self) -> Option<Shape> {
-        self.base().io.read().expect("layer lock").map(|(_, o)| o)
+        self.base().recorded_io().map(|(_, o)| o)
     }
 }
 

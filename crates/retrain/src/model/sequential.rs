@@ -230,6 +230,13 @@ impl Layer for Sequential {
         Some(self)
     }
 
+    fn input_shape(&self) -> Option<Shape> {
+        self.base
+            .recorded_io()
+            .map(|(input, _)| input)
+            .or_else(|| self.declared_input())
+    }
+
     fn spec(&self) -> LayerSpec {
         LayerSpec {
             name: self.name().to_string(),

@@ -14,7 +14,7 @@ pub const VGG16: ZooEntry = ZooEntry {
     name: "vgg16",
     description: "VGG16 (Keras applications layout), caffe preprocessing",
     build: vgg16,
-    pretrained: pretrained,
+    pretrained,
     pytorch_names: None,
 };
 
@@ -23,7 +23,7 @@ pub const VGG19: ZooEntry = ZooEntry {
     name: "vgg19",
     description: "VGG19 (Keras applications layout), caffe preprocessing",
     build: vgg19,
-    pretrained: pretrained,
+    pretrained,
     pytorch_names: None,
 };
 
