@@ -17,18 +17,27 @@ struct Cli {
 enum Command {
     /// List the model zoo with parameter counts and input sizes.
     Models,
-    /// Print a model's summary like Keras.
-    Summary(commands::SummaryArgs),
-    /// Classify images with a pretrained ImageNet model.
-    Predict(commands::PredictArgs),
+    /// Print a summary like Keras, of a zoo model or of a run directory's model.
+    Summary(commands::zoo::SummaryArgs),
+    /// Train a classifier on an image folder: feature extraction, fine-tuning, resuming.
+    Fit(Box<commands::fit::FitArgs>),
+    /// Accuracy, loss, per-class precision / recall / F1 and confusion matrix of a run.
+    Evaluate(commands::evaluate::EvaluateArgs),
+    /// Classify images with a trained run, or with a zoo model's ImageNet classifier.
+    Predict(commands::predict::PredictArgs),
+    /// Pooled features of every image of a folder, as safetensors.
+    Extract(commands::extract::ExtractArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Models => commands::models(),
-        Command::Summary(args) => commands::summary(args),
-        Command::Predict(args) => commands::predict(args),
+        Command::Models => commands::zoo::models(),
+        Command::Summary(args) => commands::zoo::summary(args),
+        Command::Fit(args) => commands::fit::run(*args),
+        Command::Evaluate(args) => commands::evaluate::run(args),
+        Command::Predict(args) => commands::predict::run(args),
+        Command::Extract(args) => commands::extract::run(args),
     };
     match result {
         Ok(code) => code,

@@ -26,21 +26,40 @@ fn summary_prints_keras_totals() {
     let out = retrain(&["summary", "vgg16"]);
     assert!(out.status.success());
     let text = stdout(&out);
-    assert!(text.contains("Total params: 138,357,544 (527.79 MB)"), "{text}");
+    assert!(
+        text.contains("Total params: 138,357,544 (527.79 MB)"),
+        "{text}"
+    );
     assert!(text.contains("block5_pool (MaxPooling2D)"));
 
     let text = stdout(&retrain(&["summary", "vgg16", "--no-top"]));
     assert!(text.contains("Total params: 14,714,688"), "{text}");
     assert!(text.contains("(None, None, None, 512)"), "{text}");
 
-    let text = stdout(&retrain(&["summary", "vgg16", "--no-top", "--input", "160x160", "--trainable"]));
-    assert!(text.contains("(None, 5, 5, 512)") && text.contains("Trainable"), "{text}");
+    let text = stdout(&retrain(&[
+        "summary",
+        "vgg16",
+        "--no-top",
+        "--input",
+        "160x160",
+        "--trainable",
+    ]));
+    assert!(
+        text.contains("(None, 5, 5, 512)") && text.contains("Trainable"),
+        "{text}"
+    );
 }
 
 #[test]
 fn models_lists_the_zoo() {
     let text = stdout(&retrain(&["models"]));
-    for needle in ["vgg16", "138,357,544", "vgg19", "143,667,240", "efficientnet_lite0"] {
+    for needle in [
+        "vgg16",
+        "138,357,544",
+        "vgg19",
+        "143,667,240",
+        "efficientnet_lite0",
+    ] {
         assert!(text.contains(needle), "{needle} missing in\n{text}");
     }
 }
@@ -50,14 +69,18 @@ fn unknown_model_is_one_clear_error() {
     let out = retrain(&["summary", "resnet9000"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown model 'resnet9000'") && err.contains("vgg16"), "{err}");
+    assert!(
+        err.contains("unknown model 'resnet9000'") && err.contains("vgg16"),
+        "{err}"
+    );
 }
 
 #[test]
 fn predict_prints_top_classes_and_reports_bad_images() {
     let ant = shared("data/hymenoptera/val/ants/10308379_1b6c72e180.jpg");
     let bee = shared("data/hymenoptera/val/bees/10870992_eebeeb3a12.jpg");
-    let bogus = std::env::temp_dir().join(format!("retrain-not-an-image-{}.jpg", std::process::id()));
+    let bogus =
+        std::env::temp_dir().join(format!("retrain-not-an-image-{}.jpg", std::process::id()));
     std::fs::write(&bogus, b"this is not a jpeg").unwrap();
     let weights = shared("weights/efficientnet-lite0-57934424.pth");
     let labels = shared("fixtures/imagenet_classes.txt");
@@ -78,7 +101,10 @@ fn predict_prints_top_classes_and_reports_bad_images() {
     ];
     let out = retrain(&args);
     let _ = std::fs::remove_file(&bogus);
-    assert!(!out.status.success(), "a failed image makes the exit code non-zero");
+    assert!(
+        !out.status.success(),
+        "a failed image makes the exit code non-zero"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("retrain-not-an-image"), "{err}");
     let lines: Vec<serde_json::Value> = stdout(&out)
@@ -91,8 +117,14 @@ fn predict_prints_top_classes_and_reports_bad_images() {
         assert_eq!(top.len(), 3);
         assert_eq!(top[0]["index"], want, "{line}");
         assert_eq!(top[0]["name"], name, "{line}");
-        let p: Vec<f64> = top.iter().map(|c| c["probability"].as_f64().unwrap()).collect();
-        assert!(p[0] >= p[1] && p[1] >= p[2] && p[0] <= 1.0 && p[2] > 0.0, "{line}");
+        let p: Vec<f64> = top
+            .iter()
+            .map(|c| c["probability"].as_f64().unwrap())
+            .collect();
+        assert!(
+            p[0] >= p[1] && p[1] >= p[2] && p[0] <= 1.0 && p[2] > 0.0,
+            "{line}"
+        );
     }
 
     let text = stdout(&retrain(&[

@@ -11,6 +11,7 @@ pub mod layers;
 pub mod model;
 pub mod predict;
 pub mod shape;
+pub mod train;
 pub mod variable;
 pub mod weights;
 pub mod zoo;

@@ -6,19 +6,32 @@ use std::io::Cursor;
 
 fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut bytes = Vec::new();
-    image.write_to(&mut Cursor::new(&mut bytes), format).unwrap();
+    image
+        .write_to(&mut Cursor::new(&mut bytes), format)
+        .unwrap();
     bytes
 }
 
 /// A 4x2 image whose left column is red and the rest blue.
 fn marked() -> image::RgbImage {
-    ImageBuffer::from_fn(4, 2, |x, _| if x == 0 { Rgb([255, 0, 0]) } else { Rgb([0, 0, 255]) })
+    ImageBuffer::from_fn(4, 2, |x, _| {
+        if x == 0 {
+            Rgb([255, 0, 0])
+        } else {
+            Rgb([0, 0, 255])
+        }
+    })
 }
 
 #[test]
 fn decodes_every_supported_format_to_rgb() {
     let rgb = DynamicImage::ImageRgb8(marked());
-    for format in [ImageFormat::Png, ImageFormat::Bmp, ImageFormat::Gif, ImageFormat::WebP] {
+    for format in [
+        ImageFormat::Png,
+        ImageFormat::Bmp,
+        ImageFormat::Gif,
+        ImageFormat::WebP,
+    ] {
         let decoded = decode_rgb(&encode(rgb.clone(), format)).unwrap();
         assert_eq!(decoded.dimensions(), (4, 2), "{format:?}");
         assert_eq!(decoded.get_pixel(3, 1), &Rgb([0, 0, 255]), "{format:?}");
@@ -29,19 +42,42 @@ fn decodes_every_supported_format_to_rgb() {
     ))
     .unwrap();
     let px = jpeg.get_pixel(8, 8);
-    assert!(px[0].abs_diff(200) < 6 && px[1].abs_diff(100) < 6 && px[2].abs_diff(50) < 6, "{px:?}");
+    assert!(
+        px[0].abs_diff(200) < 6 && px[1].abs_diff(100) < 6 && px[2].abs_diff(50) < 6,
+        "{px:?}"
+    );
 }
 
 #[test]
 fn grayscale_alpha_and_16_bit_become_8_bit_rgb() {
     let gray = DynamicImage::ImageLuma8(ImageBuffer::from_pixel(2, 2, Luma([77])));
-    assert_eq!(decode_rgb(&encode(gray, ImageFormat::Png)).unwrap().get_pixel(0, 0), &Rgb([77, 77, 77]));
+    assert_eq!(
+        decode_rgb(&encode(gray, ImageFormat::Png))
+            .unwrap()
+            .get_pixel(0, 0),
+        &Rgb([77, 77, 77])
+    );
     let gray_alpha = DynamicImage::ImageLumaA8(ImageBuffer::from_pixel(2, 2, LumaA([90, 10])));
-    assert_eq!(decode_rgb(&encode(gray_alpha, ImageFormat::Png)).unwrap().get_pixel(1, 1), &Rgb([90, 90, 90]));
+    assert_eq!(
+        decode_rgb(&encode(gray_alpha, ImageFormat::Png))
+            .unwrap()
+            .get_pixel(1, 1),
+        &Rgb([90, 90, 90])
+    );
     let rgba = DynamicImage::ImageRgba8(ImageBuffer::from_pixel(2, 2, Rgba([1, 2, 3, 0])));
-    assert_eq!(decode_rgb(&encode(rgba, ImageFormat::Png)).unwrap().get_pixel(0, 1), &Rgb([1, 2, 3]));
+    assert_eq!(
+        decode_rgb(&encode(rgba, ImageFormat::Png))
+            .unwrap()
+            .get_pixel(0, 1),
+        &Rgb([1, 2, 3])
+    );
     let deep = DynamicImage::ImageRgb16(ImageBuffer::from_pixel(2, 2, Rgb([65535u16, 32896, 0])));
-    assert_eq!(decode_rgb(&encode(deep, ImageFormat::Png)).unwrap().get_pixel(0, 0), &Rgb([255, 128, 0]));
+    assert_eq!(
+        decode_rgb(&encode(deep, ImageFormat::Png))
+            .unwrap()
+            .get_pixel(0, 0),
+        &Rgb([255, 128, 0])
+    );
 }
 
 /// Insert an EXIF APP1 segment with the given orientation right after the JPEG SOI marker.
@@ -69,7 +105,11 @@ fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
 #[test]
 fn exif_orientation_is_applied() {
     let big: image::RgbImage = ImageBuffer::from_fn(32, 16, |x, _| {
-        if x < 8 { Rgb([255, 0, 0]) } else { Rgb([0, 0, 255]) }
+        if x < 8 {
+            Rgb([255, 0, 0])
+        } else {
+            Rgb([0, 0, 255])
+        }
     });
     let jpeg = encode(DynamicImage::ImageRgb8(big), ImageFormat::Jpeg);
     let upright = decode_rgb(&with_exif_orientation(&jpeg, 1)).unwrap();

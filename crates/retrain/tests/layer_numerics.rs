@@ -9,7 +9,9 @@ use retrain::{default_device, Shape, Tensor};
 /// Deterministic, irregular test values.
 fn values(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
-        .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 250.0 - 2.0)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 250.0 - 2.0
+        })
         .collect()
 }
 
@@ -64,21 +66,79 @@ fn reference_conv(
 fn to_vec(batch: Batch) -> (Vec<usize>, Vec<f32>) {
     let dims = batch.dims();
     let t = batch.into_maps("test").unwrap();
-    (dims, t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap())
+    (
+        dims,
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap(),
+    )
 }
 
 #[test]
 fn conv2d_matches_reference_for_each_padding_stride_dilation_and_grouping() {
     let device = default_device();
     let cases = [
-        Case { channels: 2, height: 7, width: 6, config: Conv2dConfig::new(3, 3).bias(false) },
+        Case {
+            channels: 2,
+            height: 7,
+            width: 6,
+            config: Conv2dConfig::new(3, 3).bias(false),
+        },
         // TF-SAME with stride 2 on an even size: padding (0, 1), the extra goes bottom/right.
-        Case { channels: 2, height: 6, width: 8, config: Conv2dConfig::new(3, 3).strides(2).padding(Padding::Same).bias(false) },
-        Case { channels: 3, height: 7, width: 7, config: Conv2dConfig::new(2, 3).strides(2).padding(Padding::Same).bias(false) },
-        Case { channels: 2, height: 9, width: 8, config: Conv2dConfig::new(2, 3).dilation(2).padding(Padding::Same).bias(false) },
-        Case { channels: 2, height: 5, width: 5, config: Conv2dConfig::new(2, 3).padding(Padding::Symmetric(1)).bias(false) },
-        Case { channels: 4, height: 6, width: 5, config: Conv2dConfig::new(6, 3).groups(2).padding(Padding::Same).bias(false) },
-        Case { channels: 3, height: 8, width: 8, config: Conv2dConfig::depthwise(5).strides(2).padding(Padding::Same).bias(false) },
+        Case {
+            channels: 2,
+            height: 6,
+            width: 8,
+            config: Conv2dConfig::new(3, 3)
+                .strides(2)
+                .padding(Padding::Same)
+                .bias(false),
+        },
+        Case {
+            channels: 3,
+            height: 7,
+            width: 7,
+            config: Conv2dConfig::new(2, 3)
+                .strides(2)
+                .padding(Padding::Same)
+                .bias(false),
+        },
+        Case {
+            channels: 2,
+            height: 9,
+            width: 8,
+            config: Conv2dConfig::new(2, 3)
+                .dilation(2)
+                .padding(Padding::Same)
+                .bias(false),
+        },
+        Case {
+            channels: 2,
+            height: 5,
+            width: 5,
+            config: Conv2dConfig::new(2, 3)
+                .padding(Padding::Symmetric(1))
+                .bias(false),
+        },
+        Case {
+            channels: 4,
+            height: 6,
+            width: 5,
+            config: Conv2dConfig::new(6, 3)
+                .groups(2)
+                .padding(Padding::Same)
+                .bias(false),
+        },
+        Case {
+            channels: 3,
+            height: 8,
+            width: 8,
+            config: Conv2dConfig::depthwise(5)
+                .strides(2)
+                .padding(Padding::Same)
+                .bias(false),
+        },
     ];
     for (n, case) in cases.into_iter().enumerate() {
         let conv = Conv2d::from_config(None, case.config.clone());
@@ -93,15 +153,32 @@ fn conv2d_matches_reference_for_each_padding_stride_dilation_and_grouping() {
             TensorData::new(x.clone(), [1, case.channels, case.height, case.width]),
             &device,
         );
-        let (dims, got) =
-            to_vec(conv.forward(Batch::Maps(tensor), &mut Context::inference(&device)).unwrap());
-        let Shape::Image { height: Some(oh), width: Some(ow), channels } = out_shape else {
+        let (dims, got) = to_vec(
+            conv.forward(Batch::Maps(tensor), &mut Context::inference(&device))
+                .unwrap(),
+        );
+        let Shape::Image {
+            height: Some(oh),
+            width: Some(ow),
+            channels,
+        } = out_shape
+        else {
             panic!("case {n}: unknown output shape");
         };
-        assert_eq!(dims, vec![1, channels, oh, ow], "case {n}: inferred and real shapes agree");
+        assert_eq!(
+            dims,
+            vec![1, channels, oh, ow],
+            "case {n}: inferred and real shapes agree"
+        );
         let c = &case.config;
-        let top = c.padding.amounts(case.height, c.kernel[0], c.strides[0], c.dilation[0]).0;
-        let left = c.padding.amounts(case.width, c.kernel[1], c.strides[1], c.dilation[1]).0;
+        let top = c
+            .padding
+            .amounts(case.height, c.kernel[0], c.strides[0], c.dilation[0])
+            .0;
+        let left = c
+            .padding
+            .amounts(case.width, c.kernel[1], c.strides[1], c.dilation[1])
+            .0;
         let groups = case.channels / kdims[1];
         let want = reference_conv(
             &x,
@@ -114,7 +191,11 @@ fn conv2d_matches_reference_for_each_padding_stride_dilation_and_grouping() {
             (top, left),
             [oh, ow],
         );
-        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(diff < 1e-4, "case {n}: max diff {diff}");
     }
 }
@@ -138,7 +219,11 @@ fn pooling_with_same_padding_ignores_padded_cells() {
         TensorData::new((1..=9).map(|v| v as f32).collect::<Vec<_>>(), [1, 1, 3, 3]),
         &device,
     );
-    let config = PoolConfig { pool: [2, 2], strides: [2, 2], padding: Padding::Same };
+    let config = PoolConfig {
+        pool: [2, 2],
+        strides: [2, 2],
+        padding: Padding::Same,
+    };
     let avg = AvgPool2d::from_config(None, config);
     let max = MaxPool2d::from_config(None, config);
     let ctx = &mut Context::inference(&device);

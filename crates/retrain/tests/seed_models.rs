@@ -1,7 +1,7 @@
 //! The seed tutorial's steps, with the exact numbers Keras 3 prints for them.
 
 use retrain::layers::{
-    BatchNorm, Batch, Context, Dense, Flatten, GlobalAveragePooling2d, Layer, LayerRef, Preprocess,
+    Batch, BatchNorm, Context, Dense, Flatten, GlobalAveragePooling2d, Layer, LayerRef, Preprocess,
     PreprocessMode,
 };
 use retrain::model::{summary, Sequential, SummaryOptions};
@@ -27,11 +27,17 @@ fn vgg16_with_top_has_keras_parameter_count() {
     let model = vgg::vgg16(&ZooOptions::default()).unwrap();
     assert_eq!(counts(&model), (138_357_544, 138_357_544, 0));
     let text = summary(&model, SummaryOptions::default());
-    assert!(text.contains(" Total params: 138,357,544 (527.79 MB)"), "{text}");
+    assert!(
+        text.contains(" Total params: 138,357,544 (527.79 MB)"),
+        "{text}"
+    );
     assert!(text.contains("│ fc1 (Dense)"));
     assert!(text.contains("(None, 7, 7, 512)"));
     assert!(text.contains("(None, 25088)"));
-    assert_eq!(vgg::vgg19(&ZooOptions::default()).unwrap().param_count(), 143_667_240);
+    assert_eq!(
+        vgg::vgg19(&ZooOptions::default()).unwrap().param_count(),
+        143_667_240
+    );
 }
 
 #[test]
@@ -54,10 +60,16 @@ fn frozen_vgg16_layers_minus_predictions_plus_dense5() {
             ..SummaryOptions::default()
         },
     );
-    assert!(text.contains("Trainable params: 20,485 (80.02 KB)"), "{text}");
+    assert!(
+        text.contains("Trainable params: 20,485 (80.02 KB)"),
+        "{text}"
+    );
     assert!(text.contains("Non-trainable params: 134,260,544"), "{text}");
     let dense_row = text.lines().rev().find(|l| l.contains("(Dense)")).unwrap();
-    assert!(dense_row.contains("(None, 5)") && dense_row.contains(" Y "), "{dense_row}");
+    assert!(
+        dense_row.contains("(None, 5)") && dense_row.contains(" Y "),
+        "{dense_row}"
+    );
 }
 
 #[test]
@@ -90,7 +102,10 @@ fn preprocess_frozen_base_gap_dense5_is_one_functional_row() {
             ..SummaryOptions::default()
         },
     );
-    let row = text.lines().find(|l| l.contains("vgg16 (Functional)")).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.contains("vgg16 (Functional)"))
+        .unwrap();
     assert!(row.contains("(None, 7, 7, 512)") && row.contains("14,714,688") && row.contains(" N "));
     let expanded = summary(
         &model,
@@ -122,7 +137,10 @@ fn the_same_base_and_head_run_on_two_image_sizes() {
     }
     let too_small = model.predict(Tensor::<4>::ones([1, 3, 16, 16], &device));
     let err = too_small.unwrap_err().to_string();
-    assert!(err.contains("block5_pool") && err.contains("smaller"), "{err}");
+    assert!(
+        err.contains("block5_pool") && err.contains("smaller"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -130,9 +148,16 @@ fn flatten_after_unknown_size_is_a_build_error() {
     let base = vgg::vgg16(&no_top()).unwrap();
     let mut model = Sequential::new(None);
     model.add(Arc::new(base)).unwrap();
-    let err = model.add(Arc::new(Flatten::new(None))).unwrap_err().to_string();
+    let err = model
+        .add(Arc::new(Flatten::new(None)))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown height or width"), "{err}");
-    assert_eq!(model.layers().len(), 1, "a failed add leaves the model unchanged");
+    assert_eq!(
+        model.layers().len(),
+        1,
+        "a failed add leaves the model unchanged"
+    );
 }
 
 #[test]
@@ -144,7 +169,10 @@ fn dense_is_lazy_until_its_first_input() {
     let out = dense
         .forward(Batch::Vectors(x.clone()), &mut Context::inference(&device))
         .map(|_| ());
-    assert!(out.is_err(), "forward on an unbuilt layer is an error, not a panic");
+    assert!(
+        out.is_err(),
+        "forward on an unbuilt layer is an error, not a panic"
+    );
     let y = dense
         .call(Batch::Vectors(x), &mut Context::inference(&device))
         .unwrap();
@@ -152,11 +180,19 @@ fn dense_is_lazy_until_its_first_input() {
     let vars = dense.variables();
     let described: Vec<(String, Vec<usize>)> = vars
         .iter()
-        .map(|v| (v.path().rsplit('/').next().unwrap().to_string(), v.shape().to_vec()))
+        .map(|v| {
+            (
+                v.path().rsplit('/').next().unwrap().to_string(),
+                v.shape().to_vec(),
+            )
+        })
         .collect();
     assert_eq!(
         described,
-        vec![("kernel".to_string(), vec![2, 5]), ("bias".to_string(), vec![5])]
+        vec![
+            ("kernel".to_string(), vec![2, 5]),
+            ("bias".to_string(), vec![5])
+        ]
     );
     assert_eq!(dense.trainable_variables().len(), 2);
     let err = dense.build(Shape::Vector(3)).unwrap_err().to_string();
@@ -177,7 +213,10 @@ fn batch_norm_weight_lists_follow_keras() {
         ["gamma", "beta", "moving_mean", "moving_variance"]
     );
     assert_eq!(names(bn.trainable_variables()), ["gamma", "beta"]);
-    assert_eq!(names(bn.non_trainable_variables()), ["moving_mean", "moving_variance"]);
+    assert_eq!(
+        names(bn.non_trainable_variables()),
+        ["moving_mean", "moving_variance"]
+    );
     assert_eq!(counts(&bn), (16, 8, 8));
     bn.set_trainable(false);
     assert!(bn.trainable_variables().is_empty());
@@ -207,14 +246,26 @@ fn frozen_batch_norm_uses_moving_statistics_even_while_training() {
     let moving_mean = bn.variables()[2].clone();
 
     // Trainable, training: batch statistics, moving mean moves by (1 - 0.99) * batch mean.
-    let out = values(bn.forward(x(), &mut Context::training(&device, false)).unwrap());
-    assert!((out[0] + 1.0).abs() < 1e-2 && (out[2] - 1.0).abs() < 1e-2, "{out:?}");
+    let out = values(
+        bn.forward(x(), &mut Context::training(&device, false))
+            .unwrap(),
+    );
+    assert!(
+        (out[0] + 1.0).abs() < 1e-2 && (out[2] - 1.0).abs() < 1e-2,
+        "{out:?}"
+    );
     let mm = moving_mean.to_vec(&device);
-    assert!((mm[0] - 0.02).abs() < 1e-6 && (mm[1] - 0.03).abs() < 1e-6, "{mm:?}");
+    assert!(
+        (mm[0] - 0.02).abs() < 1e-6 && (mm[1] - 0.03).abs() < 1e-6,
+        "{mm:?}"
+    );
 
     // Frozen, training: inference mode, nothing updated.
     bn.set_trainable(false);
-    let out = values(bn.forward(x(), &mut Context::training(&device, true)).unwrap());
+    let out = values(
+        bn.forward(x(), &mut Context::training(&device, true))
+            .unwrap(),
+    );
     let expected: Vec<f32> = [1.0f32, 2.0, 3.0, 4.0]
         .iter()
         .enumerate()

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/weights").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/weights")
+        .join(name)
 }
 
 fn linear_map(layer: &str) -> NameMap {
@@ -40,7 +42,10 @@ fn zip_and_legacy_checkpoints_load_into_a_dense_layer() {
             &device,
         );
         let y = dense
-            .forward(Batch::Vectors(x), &mut retrain::layers::Context::inference(&device))
+            .forward(
+                Batch::Vectors(x),
+                &mut retrain::layers::Context::inference(&device),
+            )
             .unwrap()
             .into_vectors("test")
             .unwrap()
@@ -86,9 +91,16 @@ fn lite0_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
-fn load_lite0_from(tensors: &[(String, Vec<usize>, Vec<f32>)], name: &str) -> retrain::Result<Sequential> {
+fn load_lite0_from(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    name: &str,
+) -> retrain::Result<Sequential> {
     let path = scratch_dir("lite0-weights").join(name);
-    std::fs::write(&path, weights::safetensors::to_bytes(tensors, None).unwrap()).unwrap();
+    std::fs::write(
+        &path,
+        weights::safetensors::to_bytes(tensors, None).unwrap(),
+    )
+    .unwrap();
     let entry = zoo::entry("efficientnet_lite0").unwrap();
     zoo::load_pretrained(entry, &ZooOptions::default(), &path, &default_device())
 }
@@ -106,7 +118,10 @@ fn lite0_weights_load_and_mismatches_name_the_tensor() {
         .find(|t| t.0 == "_blocks.3._project_conv.weight")
         .unwrap();
     t.1 = vec![144, 40, 1, 1];
-    let err = load_lite0_from(&wrong_shape, "shape.safetensors").err().unwrap().to_string();
+    let err = load_lite0_from(&wrong_shape, "shape.safetensors")
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("_blocks.3._project_conv.weight")
             && err.contains("[144, 40, 1, 1]")
@@ -114,13 +129,26 @@ fn lite0_weights_load_and_mismatches_name_the_tensor() {
         "{err}"
     );
 
-    let missing: Vec<_> = tensors.iter().filter(|t| t.0 != "_bn1.running_var").cloned().collect();
-    let err = load_lite0_from(&missing, "missing.safetensors").err().unwrap().to_string();
-    assert!(err.contains("_bn1.running_var") && err.contains("top_bn/moving_variance"), "{err}");
+    let missing: Vec<_> = tensors
+        .iter()
+        .filter(|t| t.0 != "_bn1.running_var")
+        .cloned()
+        .collect();
+    let err = load_lite0_from(&missing, "missing.safetensors")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("_bn1.running_var") && err.contains("top_bn/moving_variance"),
+        "{err}"
+    );
 
     let mut extra = tensors.clone();
     extra.push(("_head2.weight".into(), vec![2], vec![0.0, 1.0]));
-    let err = load_lite0_from(&extra, "extra.safetensors").err().unwrap().to_string();
+    let err = load_lite0_from(&extra, "extra.safetensors")
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("_head2.weight"), "{err}");
 }
 
@@ -132,8 +160,16 @@ fn a_failed_load_leaves_the_model_untouched() {
     let before = dense.variables()[0].to_vec(&device);
     let source = weights::open(&data("linear_zip.pth")).unwrap();
     let mut wrong = NameMap::new();
-    wrong.map(format!("{}/kernel", dense.name()), "fc.weight", Transform::Identity);
-    wrong.map(format!("{}/bias", dense.name()), "fc.bias", Transform::Identity);
+    wrong.map(
+        format!("{}/kernel", dense.name()),
+        "fc.weight",
+        Transform::Identity,
+    );
+    wrong.map(
+        format!("{}/bias", dense.name()),
+        "fc.bias",
+        Transform::Identity,
+    );
     let err = load_into(&dense, source.as_ref(), &wrong, &device).unwrap_err();
     assert!(matches!(err, Error::TensorShape { .. }), "{err}");
     assert_eq!(dense.variables()[0].to_vec(&device), before);
@@ -153,7 +189,8 @@ fn retrain_models_round_trip_through_safetensors_and_json() {
     let mut model = Sequential::new(Some("ants_bees"));
     model.add(Arc::new(base)).unwrap();
     model.add(Arc::new(Dense::new(2))).unwrap();
-    let x = Tensor::<4>::random([2, 3, 32, 32], burn::tensor::Distribution::Default, &device) * 255.0;
+    let x =
+        Tensor::<4>::random([2, 3, 32, 32], burn::tensor::Distribution::Default, &device) * 255.0;
     let before = model.predict(x.clone()).unwrap().into_vectors("m").unwrap();
 
     let dir = scratch_dir("roundtrip");
@@ -162,7 +199,11 @@ fn retrain_models_round_trip_through_safetensors_and_json() {
     assert_eq!(file.class_names, ["ants", "bees"]);
     assert_eq!(loaded.param_count(), model.param_count());
     let trainable: usize = loaded.trainable_variables().iter().map(|v| v.numel()).sum();
-    assert_eq!(trainable, 512 * 2 + 2, "frozen flags survive the round trip");
+    assert_eq!(
+        trainable,
+        512 * 2 + 2,
+        "frozen flags survive the round trip"
+    );
     let after = loaded.predict(x).unwrap().into_vectors("m").unwrap();
     let diff = (before - after).abs().max().into_scalar::<f32>();
     assert_eq!(diff, 0.0);
@@ -180,7 +221,10 @@ fn broken_files_are_errors_naming_the_file() {
     for (name, bytes) in [
         ("empty.pth", &b""[..]),
         ("text.safetensors", b"hello world, not weights"),
-        ("lying.safetensors", b"\xff\xff\xff\xff\x00\x00\x00\x00{\"a\":1}"),
+        (
+            "lying.safetensors",
+            b"\xff\xff\xff\xff\x00\x00\x00\x00{\"a\":1}",
+        ),
         ("truncated.pth", b"\x80\x02\x8a\x0a"),
     ] {
         let path = dir.join(name);

@@ -15,10 +15,11 @@ const ANT: usize = 310;
 const BEE: usize = 309;
 
 fn images(class: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(shared(&format!("data/hymenoptera/val/{class}")))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(shared(&format!("data/hymenoptera/val/{class}")))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
     files.sort();
     files
 }
@@ -34,7 +35,9 @@ fn lite0_tells_ants_from_bees_zero_shot() {
     };
     let base = zoo::load_pretrained(entry, &options, &lite0_weights(), &device).unwrap();
     let mut model = Sequential::new(None);
-    model.add(Arc::new(Preprocess::new(None, config.preprocess.clone()))).unwrap();
+    model
+        .add(Arc::new(Preprocess::new(None, config.preprocess.clone())))
+        .unwrap();
     model.add(Arc::new(base)).unwrap();
 
     let (mut right, mut total) = (0, 0);

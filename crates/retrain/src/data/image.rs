@@ -55,26 +55,28 @@ fn filter(interpolation: Interpolation) -> FilterType {
     }
 }
 
-/// Resize so the shorter side is `short`, keeping the aspect ratio (rounded like torchvision).
+/// Resize so the shorter side is `short`, keeping the aspect ratio; the longer side is truncated
+/// like torchvision's `Resize(int)`.
 pub fn resize_shorter(image: &RgbImage, short: usize, interpolation: Interpolation) -> RgbImage {
-    let (w, h) = (image.width() as f64, image.height() as f64);
-    let scale = short as f64 / w.min(h);
+    let (w, h) = (image.width() as usize, image.height() as usize);
     let (nw, nh) = if w <= h {
-        (short as u32, ((h * scale).round() as u32).max(1))
+        (short, (short * h / w).max(1))
     } else {
-        (((w * scale).round() as u32).max(1), short as u32)
+        ((short * w / h).max(1), short)
     };
+    let (nw, nh) = (nw as u32, nh as u32);
     image::imageops::resize(image, nw, nh, filter(interpolation))
 }
 
-/// Crop the center `height` x `width` (the image must be at least that large).
+/// Crop the center `height` x `width` (the image must be at least that large). Offsets round
+/// half to even, like torchvision's `CenterCrop` (Python's `round`).
 pub fn center_crop(image: &RgbImage, height: usize, width: usize) -> RgbImage {
-    let left = ((image.width() as f64 - width as f64) / 2.0)
-        .round()
-        .max(0.0) as u32;
-    let top = ((image.height() as f64 - height as f64) / 2.0)
-        .round()
-        .max(0.0) as u32;
+    let offset = |size: u32, crop: usize| {
+        ((f64::from(size) - crop as f64) / 2.0)
+            .round_ties_even()
+            .max(0.0) as u32
+    };
+    let (left, top) = (offset(image.width(), width), offset(image.height(), height));
     image::imageops::crop_imm(image, left, top, width as u32, height as u32).to_image()
 }
 

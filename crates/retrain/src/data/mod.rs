@@ -1,3 +1,5 @@
-//! Data: decoding real-world image files into model-ready tensors.
+//! Data: image folders, decoding real-world image files, augmentation.
 
+pub mod augment;
+pub mod folder;
 pub mod image;

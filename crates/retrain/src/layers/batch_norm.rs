@@ -120,6 +120,10 @@ impl Layer for BatchNorm {
         self.variables.all()
     }
 
+    fn training_dependent(&self) -> bool {
+        self.trainable()
+    }
+
     fn spec(&self) -> LayerSpec {
         LayerSpec {
             name: self.name().to_string(),

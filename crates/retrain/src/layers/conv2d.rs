@@ -125,7 +125,11 @@ impl Conv2d {
             None => (in_channels * c.depth_multiplier, in_channels),
             Some(f) => (f, c.groups),
         };
-        if groups == 0 || !in_channels.is_multiple_of(groups) || !out.is_multiple_of(groups) || out == 0 {
+        if groups == 0
+            || !in_channels.is_multiple_of(groups)
+            || !out.is_multiple_of(groups)
+            || out == 0
+        {
             return Err(Error::shape(
                 self.name(),
                 format!("{in_channels} input channels and {out} filters do not split into {groups} groups"),

@@ -43,6 +43,9 @@ impl Layer for Dropout {
         }
         Ok(input)
     }
+    fn training_dependent(&self) -> bool {
+        self.rate > 0.0
+    }
     fn forward(&self, x: Batch, ctx: &mut Context) -> Result<Batch> {
         if !ctx.training || self.rate == 0.0 {
             return Ok(x);

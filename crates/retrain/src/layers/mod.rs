@@ -226,6 +226,13 @@ pub trait Layer: Send + Sync {
         Vec::new()
     }
 
+    /// Whether the layer computes something different while training, beyond what its trainable
+    /// weights change (dropout, a BatchNorm on batch statistics). Such layers cannot be part of a
+    /// cached frozen prefix.
+    fn training_dependent(&self) -> bool {
+        self.sublayers().iter().any(|l| l.training_dependent())
+    }
+
     /// This layer as a model, when it is one (for expanding nested models).
     fn as_model(&self) -> Option<&crate::model::Sequential> {
         None

@@ -45,7 +45,7 @@ pub fn save_model(
     device: &Device,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = model
+    let tensors: Vec<safetensors::NamedTensor> = model
         .variables()
         .iter()
         .map(|v| (v.path().to_string(), v.shape().to_vec(), v.to_vec(device)))

@@ -32,10 +32,10 @@ fn row(layer: &dyn Layer, depth: usize) -> Row {
             .output_shape()
             .map_or_else(|| "?".to_string(), |s| s.to_string()),
         params,
-        trainable: match (params, layer.trainable()) {
+        trainable: match (params, layer.trainable_variables().is_empty()) {
             (0, _) => "-",
-            (_, true) => "Y",
-            (_, false) => "N",
+            (_, false) => "Y",
+            (_, true) => "N",
         },
     }
 }

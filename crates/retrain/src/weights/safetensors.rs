@@ -6,6 +6,9 @@ use ::safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// A named f32 tensor to write: name, shape, values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// A safetensors file held in memory, its header validated on open.
 pub struct SafetensorsFile {
     path: PathBuf,
@@ -77,20 +80,33 @@ impl TensorSource for SafetensorsFile {
 
 /// Serialize named f32 tensors (name, shape, values) to safetensors bytes.
 pub fn to_bytes(
-    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    tensors: &[NamedTensor],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+    to_bytes_with_integers(tensors, &[], metadata)
+}
+
+/// Serialize f32 tensors and i64 tensors (labels, indices) to safetensors bytes.
+pub fn to_bytes_with_integers(
+    floats: &[NamedTensor],
+    integers: &[(String, Vec<usize>, Vec<i64>)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let mut raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = floats
         .iter()
         .map(|(name, shape, values)| {
             let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name.clone(), shape.clone(), bytes)
+            (name.clone(), Dtype::F32, shape.clone(), bytes)
         })
         .collect();
+    raw.extend(integers.iter().map(|(name, shape, values)| {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        (name.clone(), Dtype::I64, shape.clone(), bytes)
+    }));
     let views = raw
         .iter()
-        .map(|(name, shape, bytes)| {
-            ::safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+        .map(|(name, dtype, shape, bytes)| {
+            ::safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|view| (name.clone(), view))
         })
         .collect::<std::result::Result<Vec<_>, _>>()

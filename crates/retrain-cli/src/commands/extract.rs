@@ -1,0 +1,117 @@
+//! `retrain extract`: pooled features of every image, for training heads elsewhere.
+
+use super::data::decode;
+use anyhow::{Context as _, Result};
+use clap::Args;
+use indicatif::ProgressBar;
+use retrain::data::folder::{ImageFolder, SplitRule};
+use retrain::layers::Preprocess;
+use retrain::model::Sequential;
+use retrain::train::evaluate::extract_features;
+use retrain::weights::safetensors::to_bytes_with_integers;
+use retrain::zoo::{self, Pooling, ZooOptions};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct ExtractArgs {
+    /// Image folder (class subfolders, or train/ and val/ with class subfolders).
+    data: PathBuf,
+    /// Zoo model whose base extracts the features.
+    #[arg(long)]
+    base: String,
+    /// ImageNet weights for the base.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Output safetensors file: `features` [N, F] (f32), `labels` [N] (i64), file names, classes
+    /// and splits in the metadata.
+    #[arg(long, short)]
+    output: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+pub fn run(args: ExtractArgs) -> Result<ExitCode> {
+    let device = retrain::default_device();
+    let entry = zoo::entry(&args.base)?;
+    let pretrained = (entry.pretrained)();
+    let base = zoo::load_pretrained(
+        entry,
+        &ZooOptions {
+            include_top: false,
+            pooling: Pooling::Avg,
+            input: Some(pretrained.input_size),
+            ..ZooOptions::default()
+        },
+        &args.weights,
+        &device,
+    )?;
+    let mut model = Sequential::new(Some("extractor"));
+    model.add(Arc::new(Preprocess::new(
+        None,
+        pretrained.preprocess.clone(),
+    )))?;
+    model.add(Arc::new(base))?;
+    let folder = ImageFolder::scan(
+        &args.data,
+        SplitRule {
+            val_split: 0.0,
+            seed: 0,
+        },
+    )?;
+    let mut samples = Vec::new();
+    let mut splits = Vec::new();
+    for (split, list) in [("train", &folder.train), ("val", &folder.val)] {
+        samples.extend(list.iter().cloned());
+        splits.extend(std::iter::repeat_n(split, list.len()));
+    }
+    let items = decode("images", &samples, &folder.class_names, &pretrained)?;
+    let images: Vec<_> = items.iter().map(|(_, img)| img.clone()).collect();
+    let bar = ProgressBar::new(images.len() as u64);
+    let (dims, features) = extract_features(
+        &model,
+        &images,
+        &pretrained,
+        args.batch_size,
+        &device,
+        &mut |d| bar.set_position(d as u64),
+    )?;
+    bar.finish_and_clear();
+    let n = items.len();
+    let width: usize = dims.iter().product();
+    let labels: Vec<i64> = items.iter().map(|(s, _)| s.label as i64).collect();
+    let files: Vec<String> = items
+        .iter()
+        .map(|(s, _)| s.path.display().to_string())
+        .collect();
+    let kept_splits: Vec<&str> = items
+        .iter()
+        .map(|(s, _)| {
+            let i = samples.iter().position(|x| x.path == s.path).unwrap_or(0);
+            splits[i]
+        })
+        .collect();
+    let metadata = HashMap::from([
+        ("files".to_string(), serde_json::to_string(&files)?),
+        (
+            "classes".to_string(),
+            serde_json::to_string(&folder.class_names)?,
+        ),
+        ("splits".to_string(), serde_json::to_string(&kept_splits)?),
+        ("base".to_string(), entry.name.to_string()),
+    ]);
+    let bytes = to_bytes_with_integers(
+        &[("features".into(), vec![n, width], features)],
+        &[("labels".into(), vec![n], labels)],
+        Some(metadata),
+    )?;
+    retrain::io::write_atomic(&args.output, &bytes)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    println!(
+        "{n} images -> features [{n}, {width}] in '{}'",
+        args.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,80 @@
+//! Progress bars and per-epoch lines for training events.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use retrain::train::Event;
+
+/// Draws bars for preparation and training steps, and prints one line per epoch like Keras.
+pub struct Reporter {
+    bar: Option<(String, ProgressBar)>,
+    epochs: usize,
+}
+
+impl Reporter {
+    /// A reporter for a run of `epochs` epochs.
+    pub fn new(epochs: usize) -> Self {
+        Reporter { bar: None, epochs }
+    }
+
+    fn bar(&mut self, key: &str, total: usize, template: &str) -> &ProgressBar {
+        if self.bar.as_ref().is_none_or(|(k, _)| k != key) {
+            if let Some((_, old)) = self.bar.take() {
+                old.finish_and_clear();
+            }
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(template)
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            self.bar = Some((key.to_string(), bar));
+        }
+        &self.bar.as_ref().expect("bar just set").1
+    }
+
+    /// Handle one event.
+    pub fn event(&mut self, event: Event) {
+        match event {
+            Event::Preparing { what, done, total } => {
+                let bar = self.bar(what, total, "{msg:>16} [{bar:30}] {pos}/{len} {elapsed}");
+                bar.set_message(what.to_string());
+                bar.set_position(done as u64);
+            }
+            Event::Step {
+                epoch,
+                done,
+                total,
+                loss,
+            } => {
+                let epochs = self.epochs;
+                let bar = self.bar(
+                    &format!("epoch {epoch}"),
+                    total,
+                    "{msg} [{bar:30}] {pos}/{len} {elapsed}",
+                );
+                bar.set_message(format!("Epoch {epoch}/{epochs} loss {loss:.4}"));
+                bar.set_position(done as u64);
+            }
+            Event::Epoch(m) => {
+                if let Some((_, bar)) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                println!(
+                    "Epoch {}/{} - {:.1}s - loss: {:.4} - accuracy: {:.4} - val_loss: {:.4} - val_accuracy: {:.4} - lr: {:.2e}",
+                    m.epoch, self.epochs, m.seconds, m.loss, m.accuracy, m.val_loss, m.val_accuracy, m.lr
+                );
+            }
+            Event::Note(text) => {
+                if let Some((_, bar)) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                println!("{text}");
+            }
+        }
+    }
+
+    /// Clear any bar left.
+    pub fn finish(&mut self) {
+        if let Some((_, bar)) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

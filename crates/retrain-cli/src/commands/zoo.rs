@@ -1,0 +1,117 @@
+//! `retrain models` and `retrain summary`.
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use retrain::layers::Layer;
+use retrain::model::{summary as render_summary, SummaryOptions};
+use retrain::train::run::RunDir;
+use retrain::zoo::{self, Pooling, ZooOptions};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Pooling choices on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PoolingArg {
+    None,
+    Avg,
+    Max,
+}
+
+impl From<PoolingArg> for Pooling {
+    fn from(p: PoolingArg) -> Self {
+        match p {
+            PoolingArg::None => Pooling::None,
+            PoolingArg::Avg => Pooling::Avg,
+            PoolingArg::Max => Pooling::Max,
+        }
+    }
+}
+
+fn parse_size(text: &str) -> Result<[usize; 2], String> {
+    let (h, w) = text
+        .split_once('x')
+        .ok_or_else(|| format!("'{text}' is not HEIGHTxWIDTH, e.g. 224x224"))?;
+    let parse = |s: &str| {
+        s.parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("'{s}' in '{text}' is not a positive size"))
+    };
+    Ok([parse(h)?, parse(w)?])
+}
+
+#[derive(Args)]
+pub struct SummaryArgs {
+    /// Zoo model name (see `retrain models`) or a run directory.
+    model: String,
+    /// Drop the ImageNet classifier (Keras include_top=False).
+    #[arg(long)]
+    no_top: bool,
+    /// Fixed input size HEIGHTxWIDTH (without it and with --no-top, any size: None).
+    #[arg(long, value_parser = parse_size)]
+    input: Option<[usize; 2]>,
+    /// Pooling after the feature map when the top is dropped.
+    #[arg(long, value_enum, default_value = "none")]
+    pooling: PoolingArg,
+    /// Classes of the classifier.
+    #[arg(long, default_value_t = 1000)]
+    classes: usize,
+    /// Add a Trainable column (Y/N).
+    #[arg(long)]
+    trainable: bool,
+    /// Show the layers inside nested models and blocks.
+    #[arg(long)]
+    expand_nested: bool,
+}
+
+pub fn models() -> Result<ExitCode> {
+    println!(
+        "{:<20} {:>13} {:>11} {:>9}  description",
+        "name", "params", "no-top", "input"
+    );
+    for entry in zoo::entries() {
+        let full = (entry.build)(&ZooOptions::default())?;
+        let base = (entry.build)(&ZooOptions {
+            include_top: false,
+            ..ZooOptions::default()
+        })?;
+        let [h, w] = (entry.pretrained)().input_size;
+        println!(
+            "{:<20} {:>13} {:>11} {:>9}  {}",
+            entry.name,
+            retrain::model::group_thousands(full.param_count()),
+            retrain::model::group_thousands(base.param_count()),
+            format!("{h}x{w}"),
+            entry.description
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn summary(args: SummaryArgs) -> Result<ExitCode> {
+    let model = if Path::new(&args.model).join("model.json").is_file() {
+        RunDir::open(Path::new(&args.model))?
+            .load_model(&retrain::default_device())?
+            .0
+    } else {
+        let entry = zoo::entry(&args.model)?;
+        (entry.build)(&ZooOptions {
+            include_top: !args.no_top,
+            input: args.input,
+            pooling: args.pooling.into(),
+            classes: args.classes,
+            ..ZooOptions::default()
+        })?
+    };
+    print!(
+        "{}",
+        render_summary(
+            &model,
+            SummaryOptions {
+                show_trainable: args.trainable,
+                expand_nested: args.expand_nested,
+            }
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}

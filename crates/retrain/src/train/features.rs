@@ -1,0 +1,314 @@
+//! The frozen prefix of a model and the cache of its outputs.
+//!
+//! When the first K layers are frozen (and, for BatchNorm, therefore in inference mode) and
+//! deterministic, their output for an image never changes during training. retrain computes it
+//! once per image, keeps it in memory (and on disk, keyed by everything it depends on), and each
+//! epoch runs only the layers after it.
+
+use crate::error::{Error, Result};
+use crate::layers::{Batch, Context, LayerRef};
+use crate::model::Sequential;
+use burn::tensor::{Device, Tensor, TensorData};
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The layers of `model` in execution order, nested models expanded (blocks stay whole).
+pub fn execution_layers(model: &Sequential) -> Vec<LayerRef> {
+    let mut out = Vec::new();
+    for layer in model.layers() {
+        match layer.as_model() {
+            Some(nested) => out.extend(execution_layers(nested)),
+            None => out.push(layer.clone()),
+        }
+    }
+    out
+}
+
+/// How many leading layers are frozen and deterministic: their outputs can be cached.
+pub fn frozen_prefix_len(layers: &[LayerRef]) -> usize {
+    layers
+        .iter()
+        .position(|l| !l.trainable_variables().is_empty() || l.training_dependent())
+        .unwrap_or(layers.len())
+}
+
+/// Run `layers` one after the other.
+pub fn run_layers(layers: &[LayerRef], x: Batch, ctx: &mut Context) -> Result<Batch> {
+    layers.iter().try_fold(x, |x, layer| layer.forward(x, ctx))
+}
+
+/// Stack host rows of per-sample shape `dims` into a batch.
+pub fn rows_to_batch(
+    data: Vec<f32>,
+    rows: usize,
+    dims: &[usize],
+    device: &Device,
+) -> Result<Batch> {
+    match *dims {
+        [f] => Ok(Batch::Vectors(Tensor::from_data(
+            TensorData::new(data, [rows, f]),
+            device,
+        ))),
+        [c, h, w] => Ok(Batch::Maps(Tensor::from_data(
+            TensorData::new(data, [rows, c, h, w]),
+            device,
+        ))),
+        _ => Err(Error::Invalid(format!(
+            "unsupported feature shape {dims:?}"
+        ))),
+    }
+}
+
+/// A batch back to host rows: (per-sample dims, values).
+pub fn batch_to_rows(batch: Batch) -> (Vec<usize>, Vec<f32>) {
+    let dims = batch.dims()[1..].to_vec();
+    let data = match batch {
+        Batch::Maps(t) => t.into_data(),
+        Batch::Vectors(t) => t.into_data(),
+    };
+    (
+        dims,
+        data.convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 features"),
+    )
+}
+
+/// Outputs of the frozen prefix for a list of samples, in memory or on disk.
+pub struct FeatureStore {
+    dims: Vec<usize>,
+    rows: usize,
+    storage: Storage,
+}
+
+enum Storage {
+    Memory(Vec<f32>),
+    Disk(File),
+}
+
+/// A cache location and the key everything it depends on hashes to.
+pub struct CacheFile {
+    /// Raw little-endian f32 rows.
+    pub path: PathBuf,
+    /// Hash of the prefix (architecture and weights), the images and the preprocessing.
+    pub key: u64,
+}
+
+impl CacheFile {
+    /// The cache file for `name` in `dir`, keyed by `key`.
+    pub fn new(dir: &Path, name: &str, key: u64) -> Self {
+        CacheFile {
+            path: dir.join(format!("{name}-{key:016x}.f32")),
+            key,
+        }
+    }
+
+    fn meta_path(&self) -> PathBuf {
+        self.path.with_extension("json")
+    }
+}
+
+/// Bump when decoding, resizing or cropping code changes what a cached row holds.
+const CACHE_FORMAT: u32 = 2;
+
+/// A key over everything a cached prefix output depends on.
+pub fn cache_key(prefix: &[LayerRef], files: &[PathBuf], view: &str, device: &Device) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    CACHE_FORMAT.hash(&mut h);
+    view.hash(&mut h);
+    for layer in prefix {
+        serde_json::to_string(&layer.spec())
+            .unwrap_or_default()
+            .hash(&mut h);
+        for v in layer.variables() {
+            let bits = v
+                .to_vec(device)
+                .iter()
+                .fold(0u64, |acc, x| acc.rotate_left(5) ^ u64::from(x.to_bits()));
+            (v.path(), bits).hash(&mut h);
+        }
+    }
+    for f in files {
+        f.hash(&mut h);
+        if let Ok(meta) = std::fs::metadata(f) {
+            meta.len().hash(&mut h);
+            meta.modified().ok().hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+impl FeatureStore {
+    /// Per-sample shape.
+    pub fn dims(&self) -> &[usize] {
+        &self.dims
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Whether the rows live in memory.
+    pub fn in_memory(&self) -> bool {
+        matches!(self.storage, Storage::Memory(_))
+    }
+
+    /// Reuse the cache file when its key matches, else run `prefix` over every input (given as
+    /// prepared CHW images by `input`) in batches and write it. Rows stay in memory up to
+    /// `memory_budget` bytes, beyond that they are read from the file.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_or_compute(
+        prefix: &[LayerRef],
+        rows: usize,
+        input: &(dyn Fn(usize) -> Vec<f32> + Sync),
+        input_hw: [usize; 2],
+        batch_size: usize,
+        cache: Option<&CacheFile>,
+        memory_budget: usize,
+        device: &Device,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Self> {
+        if let Some(cache) = cache {
+            if let Some(store) = Self::open(cache, rows, memory_budget)? {
+                progress(rows);
+                return Ok(store);
+            }
+        }
+        let mut dims = Vec::new();
+        let mut memory: Vec<f32> = Vec::new();
+        let mut keep_in_memory = true;
+        let tmp = cache.map(|c| c.path.with_extension("tmp"));
+        let mut writer = match &tmp {
+            Some(t) => {
+                if let Some(dir) = t.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                }
+                Some(BufWriter::new(
+                    File::create(t).map_err(|e| Error::io(t, e))?,
+                ))
+            }
+            None => None,
+        };
+        let [h, w] = input_hw;
+        let mut done = 0;
+        while done < rows {
+            let n = batch_size.min(rows - done);
+            let images: Vec<Vec<f32>> = {
+                use rayon::prelude::*;
+                (done..done + n).into_par_iter().map(input).collect()
+            };
+            let x = crate::data::image::batch_tensor(&images, h, w, device);
+            let out = run_layers(prefix, Batch::Maps(x), &mut Context::inference(device))?;
+            let (d, values) = batch_to_rows(out);
+            dims = d;
+            if let (Some(wr), Some(t)) = (writer.as_mut(), tmp.as_ref()) {
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                wr.write_all(&bytes).map_err(|e| Error::io(t, e))?;
+            }
+            if keep_in_memory {
+                memory.extend_from_slice(&values);
+                if memory.len() * 4 > memory_budget && writer.is_some() {
+                    keep_in_memory = false;
+                    memory = Vec::new();
+                }
+            }
+            done += n;
+            progress(done);
+        }
+        if let (Some(wr), Some(t), Some(cache)) = (writer, tmp, cache) {
+            let file = wr.into_inner().map_err(|e| Error::io(&t, e.into_error()))?;
+            file.sync_all().map_err(|e| Error::io(&t, e))?;
+            std::fs::rename(&t, &cache.path).map_err(|e| Error::io(&cache.path, e))?;
+            let meta = serde_json::json!({ "key": format!("{:016x}", cache.key), "rows": rows, "dims": dims });
+            crate::io::write_atomic(&cache.meta_path(), meta.to_string().as_bytes())?;
+        }
+        let storage = if keep_in_memory {
+            Storage::Memory(memory)
+        } else {
+            let path = &cache.expect("disk storage has a cache file").path;
+            Storage::Disk(File::open(path).map_err(|e| Error::io(path, e))?)
+        };
+        Ok(FeatureStore {
+            dims,
+            rows,
+            storage,
+        })
+    }
+
+    fn open(cache: &CacheFile, rows: usize, memory_budget: usize) -> Result<Option<Self>> {
+        let Ok(text) = std::fs::read_to_string(cache.meta_path()) else {
+            return Ok(None);
+        };
+        let Ok(meta) = serde_json::from_str::<serde_json::Value>(&text) else {
+            return Ok(None);
+        };
+        let dims: Vec<usize> = meta["dims"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_u64().map(|v| v as usize))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let row_len: usize = dims.iter().product();
+        let expected_bytes = (rows * row_len * 4) as u64;
+        let size = std::fs::metadata(&cache.path).map(|m| m.len()).unwrap_or(0);
+        if meta["key"] != format!("{:016x}", cache.key)
+            || meta["rows"] != rows
+            || size != expected_bytes
+            || dims.is_empty()
+        {
+            return Ok(None);
+        }
+        let storage = if (expected_bytes as usize) <= memory_budget {
+            let bytes = std::fs::read(&cache.path).map_err(|e| Error::io(&cache.path, e))?;
+            Storage::Memory(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            )
+        } else {
+            Storage::Disk(File::open(&cache.path).map_err(|e| Error::io(&cache.path, e))?)
+        };
+        Ok(Some(FeatureStore {
+            dims,
+            rows,
+            storage,
+        }))
+    }
+
+    /// The rows at `indices` as one batch.
+    pub fn gather(&self, indices: &[usize], device: &Device) -> Result<Batch> {
+        let row_len: usize = self.dims.iter().product();
+        let mut data = Vec::with_capacity(indices.len() * row_len);
+        match &self.storage {
+            Storage::Memory(values) => {
+                for &i in indices {
+                    data.extend_from_slice(&values[i * row_len..(i + 1) * row_len]);
+                }
+            }
+            Storage::Disk(file) => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; row_len * 4];
+                for &i in indices {
+                    file.read_exact_at(&mut buf, (i * row_len * 4) as u64)
+                        .map_err(|e| Error::Invalid(format!("reading the feature cache: {e}")))?;
+                    data.extend(
+                        buf.chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                    );
+                }
+            }
+        }
+        rows_to_batch(data, indices.len(), &self.dims, device)
+    }
+}

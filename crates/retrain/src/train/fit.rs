@@ -1,0 +1,489 @@
+//! The training loop.
+
+use super::features::{
+    cache_key, execution_layers, frozen_prefix_len, run_layers, CacheFile, FeatureStore,
+};
+use super::optimizer::{Optimizer, OptimizerKind};
+use super::run::{ResumeState, RunDir};
+use super::schedule::LrSchedule;
+use crate::data::augment::{center_view, random_view};
+use crate::data::folder::Sample;
+use crate::error::{Error, Result};
+use crate::layers::{Batch, Context, Layer, LayerRef};
+use crate::model::Sequential;
+use crate::zoo::PretrainedConfig;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+use image::RgbImage;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// How to train.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FitConfig {
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Update rule.
+    pub optimizer: OptimizerKind,
+    /// Learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// Stop after this many epochs without a lower validation loss (best weights are kept).
+    pub patience: Option<usize>,
+    /// Seed of shuffling, augmentation, dropout and head initialization.
+    pub seed: u64,
+    /// Random resized crop + horizontal flip on training images.
+    pub augment: bool,
+    /// Compute the frozen prefix once per image (off: every step, for comparison).
+    pub cache: bool,
+    /// Bytes of cached features kept in memory; beyond, they are read from the run directory.
+    pub memory_budget: usize,
+    /// Fraction of each class held out for validation when the data has no val/ folder.
+    pub val_split: f64,
+}
+
+impl Default for FitConfig {
+    fn default() -> Self {
+        FitConfig {
+            epochs: 10,
+            batch_size: 32,
+            lr: 1e-3,
+            optimizer: OptimizerKind::Adam,
+            schedule: LrSchedule::Constant,
+            patience: None,
+            seed: 42,
+            augment: false,
+            cache: true,
+            memory_budget: 4 << 30,
+            val_split: 0.2,
+        }
+    }
+}
+
+/// Metrics of one epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub loss: f64,
+    /// Training accuracy.
+    pub accuracy: f64,
+    /// Validation loss.
+    pub val_loss: f64,
+    /// Validation accuracy.
+    pub val_accuracy: f64,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    /// Wall time of the epoch (seconds).
+    pub seconds: f64,
+}
+
+/// Progress reports for a user interface.
+pub enum Event<'a> {
+    /// A preparation step advanced (`what` names it).
+    Preparing {
+        what: &'a str,
+        done: usize,
+        total: usize,
+    },
+    /// A training step finished.
+    Step {
+        epoch: usize,
+        done: usize,
+        total: usize,
+        loss: f64,
+    },
+    /// An epoch finished.
+    Epoch(&'a EpochMetrics),
+    /// Something worth telling the user.
+    Note(String),
+}
+
+/// Decoded images with labels, and how to prepare them.
+pub struct TrainingSet<'a> {
+    /// Training images (already resized on their shorter side).
+    pub train: &'a [(Sample, RgbImage)],
+    /// Validation images.
+    pub val: &'a [(Sample, RgbImage)],
+    /// Class names.
+    pub class_names: &'a [String],
+    /// Input size, crop, interpolation.
+    pub pretrained: &'a PretrainedConfig,
+}
+
+/// What training produced.
+#[derive(Clone, Debug)]
+pub struct FitOutcome {
+    /// Metrics per epoch.
+    pub history: Vec<EpochMetrics>,
+    /// The epoch whose weights the model holds now (lowest validation loss).
+    pub best_epoch: usize,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Seconds spent computing the frozen prefix for the caches.
+    pub prefix_seconds: f64,
+}
+
+/// Mean cross-entropy of logits against labels, and the number of right predictions.
+fn cross_entropy(logits: Tensor<2>, labels: &[usize], device: &Device) -> (Tensor<1>, usize) {
+    let [n, classes] = logits.dims();
+    let predicted: Vec<i64> = logits
+        .clone()
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .expect("argmax values");
+    let correct = predicted
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p as usize == **l)
+        .count();
+    let mut one_hot = vec![0f32; n * classes];
+    for (i, &l) in labels.iter().enumerate() {
+        one_hot[i * classes + l] = 1.0;
+    }
+    let one_hot = Tensor::<2>::from_data(TensorData::new(one_hot, [n, classes]), device);
+    let loss = (log_softmax(logits, 1) * one_hot).sum().neg() / n as f64;
+    (loss, correct)
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map(|v| f64::from(v[0]))
+        .unwrap_or(f64::NAN)
+}
+
+/// Where the inputs of the trainable suffix come from.
+enum Inputs<'a> {
+    Cached(FeatureStore),
+    /// Run the prefix each step on these views.
+    Live {
+        images: &'a [(Sample, RgbImage)],
+        augment: bool,
+    },
+}
+
+struct Plan<'a> {
+    prefix: Vec<LayerRef>,
+    suffix: Vec<LayerRef>,
+    pretrained: &'a PretrainedConfig,
+    device: Device,
+}
+
+impl Plan<'_> {
+    fn suffix_input(
+        &self,
+        inputs: &Inputs,
+        indices: &[usize],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Batch> {
+        match inputs {
+            Inputs::Cached(store) => store.gather(indices, &self.device),
+            Inputs::Live { images, augment } => {
+                let views: Vec<Vec<f32>> = indices
+                    .iter()
+                    .map(|&i| {
+                        if *augment {
+                            random_view(&images[i].1, self.pretrained, rng)
+                        } else {
+                            center_view(&images[i].1, self.pretrained)
+                        }
+                    })
+                    .collect();
+                let [h, w] = self.pretrained.input_size;
+                let x = crate::data::image::batch_tensor(&views, h, w, &self.device);
+                run_layers(
+                    &self.prefix,
+                    Batch::Maps(x),
+                    &mut Context::inference(&self.device),
+                )
+            }
+        }
+    }
+
+    /// Mean loss and accuracy over a split in inference mode.
+    fn evaluate(&self, inputs: &Inputs, labels: &[usize], batch_size: usize) -> Result<(f64, f64)> {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let (mut loss_sum, mut correct) = (0.0, 0);
+        let order: Vec<usize> = (0..labels.len()).collect();
+        for chunk in order.chunks(batch_size) {
+            let x = self.suffix_input(inputs, chunk, &mut rng)?;
+            let logits = run_layers(&self.suffix, x, &mut Context::inference(&self.device))?
+                .into_vectors("classifier output")?;
+            let batch_labels: Vec<usize> = chunk.iter().map(|&i| labels[i]).collect();
+            let (loss, right) = cross_entropy(logits, &batch_labels, &self.device);
+            loss_sum += scalar(loss) * chunk.len() as f64;
+            correct += right;
+        }
+        let n = labels.len().max(1) as f64;
+        Ok((loss_sum / n, correct as f64 / n))
+    }
+}
+
+fn snapshot(layers: &[LayerRef], device: &Device) -> HashMap<u64, Tensor<1>> {
+    layers
+        .iter()
+        .flat_map(|l| l.variables())
+        .map(|v| (v.id(), v.value(device)))
+        .collect()
+}
+
+fn restore(layers: &[LayerRef], saved: &HashMap<u64, Tensor<1>>) {
+    for v in layers.iter().flat_map(|l| l.variables()) {
+        if let Some(t) = saved.get(&v.id()) {
+            v.assign(t.clone());
+        }
+    }
+}
+
+/// Train `model` (logits output) on `data`.
+///
+/// The longest frozen, deterministic prefix of the model runs once per image (unless
+/// `config.cache` is off or augmentation makes each view different); only the rest runs each
+/// step, with gradients for its trainable variables. With a run directory, the best model,
+/// history and a resumable checkpoint are written after every epoch; `resume` continues from it.
+pub fn fit(
+    model: &Sequential,
+    data: &TrainingSet,
+    config: &FitConfig,
+    run: Option<&RunDir>,
+    resume: Option<ResumeState>,
+    device: &Device,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<FitOutcome> {
+    if data.train.is_empty() || data.val.is_empty() {
+        return Err(Error::Invalid(format!(
+            "need training and validation images, have {} and {}",
+            data.train.len(),
+            data.val.len()
+        )));
+    }
+    if config.batch_size == 0 || config.epochs == 0 {
+        return Err(Error::Invalid(
+            "epochs and batch size must be at least 1".into(),
+        ));
+    }
+    let [h, w] = data.pretrained.input_size;
+    model.build(crate::shape::Shape::image(Some(h), Some(w), 3))?;
+    device.seed(config.seed);
+    model.materialize(device);
+
+    let layers = execution_layers(model);
+    let split = frozen_prefix_len(&layers);
+    if split == layers.len() {
+        return Err(Error::Invalid(
+            "nothing to train: every layer is frozen".into(),
+        ));
+    }
+    let plan = Plan {
+        prefix: layers[..split].to_vec(),
+        suffix: layers[split..].to_vec(),
+        pretrained: data.pretrained,
+        device: device.clone(),
+    };
+    let train_labels: Vec<usize> = data.train.iter().map(|(s, _)| s.label).collect();
+    let val_labels: Vec<usize> = data.val.iter().map(|(s, _)| s.label).collect();
+    on_event(Event::Note(format!(
+        "frozen prefix: {split} of {} layers (up to '{}'); training from '{}'",
+        layers.len(),
+        layers[..split].last().map_or("input", |l| l.name()),
+        plan.suffix[0].name()
+    )));
+
+    let prefix_started = Instant::now();
+    let cached = |images: &[(Sample, RgbImage)], name: &str, on_event: &mut dyn FnMut(Event)| {
+        let files: Vec<_> = images.iter().map(|(s, _)| s.path.clone()).collect();
+        let cache = run.map(|r| {
+            let key = cache_key(
+                &plan.prefix,
+                &files,
+                &format!("{:?}", data.pretrained),
+                device,
+            );
+            CacheFile::new(&r.cache_dir(), name, key)
+        });
+        let input = |i: usize| center_view(&images[i].1, data.pretrained);
+        let total = images.len();
+        FeatureStore::load_or_compute(
+            &plan.prefix,
+            total,
+            &input,
+            data.pretrained.input_size,
+            config.batch_size,
+            cache.as_ref(),
+            config.memory_budget,
+            device,
+            &mut |done| {
+                on_event(Event::Preparing {
+                    what: name,
+                    done,
+                    total,
+                })
+            },
+        )
+    };
+    let train_inputs = if config.cache && !config.augment {
+        Inputs::Cached(cached(data.train, "train-features", on_event)?)
+    } else {
+        if config.augment {
+            on_event(Event::Note(
+                "augmentation on: every training view differs, so the frozen prefix runs each step for training images (validation stays cached)".into(),
+            ));
+        }
+        Inputs::Live {
+            images: data.train,
+            augment: config.augment,
+        }
+    };
+    let val_inputs = if config.cache {
+        Inputs::Cached(cached(data.val, "val-features", on_event)?)
+    } else {
+        Inputs::Live {
+            images: data.val,
+            augment: false,
+        }
+    };
+    let prefix_seconds = prefix_started.elapsed().as_secs_f64();
+
+    let mut optimizer = Optimizer::new(config.optimizer);
+    let mut best = snapshot(&plan.suffix, device);
+    let mut state = match resume {
+        Some(state) => {
+            let run = run.ok_or_else(|| Error::Invalid("resuming needs a run directory".into()))?;
+            run.load_best_weights(model, device)?;
+            best = snapshot(&plan.suffix, device);
+            run.restore_checkpoint(&state, model, &mut optimizer, device)?;
+            on_event(Event::Note(format!(
+                "resuming after epoch {}",
+                state.epochs_done
+            )));
+            state
+        }
+        None => {
+            let mut state = ResumeState {
+                epochs_done: 0,
+                best_epoch: 0,
+                best_val_loss: f64::INFINITY,
+                stale_epochs: 0,
+                optimizer_step: 0,
+                history: Vec::new(),
+                config: config.clone(),
+                checkpoint: String::new(),
+            };
+            if let Some(run) = run {
+                // A run killed during its first epoch resumes from here.
+                run.save_model(model, data.pretrained, data.class_names, device)?;
+                run.save_checkpoint(model, &optimizer, &mut state, device)?;
+            }
+            state
+        }
+    };
+    let steps_per_epoch = train_labels.len().div_ceil(config.batch_size);
+    let total_steps = steps_per_epoch * config.epochs;
+    let mut stopped_early = false;
+
+    for epoch in state.epochs_done..config.epochs {
+        let started = Instant::now();
+        device.seed(config.seed.wrapping_add(1 + epoch as u64));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(7919).wrapping_add(epoch as u64));
+        let mut order: Vec<usize> = (0..train_labels.len()).collect();
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut correct) = (0.0, 0);
+        let mut lr = config.lr;
+        for (step, chunk) in order.chunks(config.batch_size).enumerate() {
+            let global_step = epoch * steps_per_epoch + step;
+            lr = config
+                .schedule
+                .rate(config.lr, global_step, total_steps, steps_per_epoch);
+            let x = plan.suffix_input(&train_inputs, chunk, &mut rng)?;
+            let mut ctx = Context::training(device, true);
+            let logits =
+                run_layers(&plan.suffix, x, &mut ctx)?.into_vectors("classifier output")?;
+            let labels: Vec<usize> = chunk.iter().map(|&i| train_labels[i]).collect();
+            let (loss, right) = cross_entropy(logits, &labels, device);
+            let loss_value = scalar(loss.clone());
+            if !loss_value.is_finite() {
+                restore(&plan.suffix, &best);
+                return Err(Error::Invalid(format!(
+                    "the loss became {loss_value} in epoch {} step {}; stopped and kept the weights of epoch {} (try a lower --lr)",
+                    epoch + 1,
+                    step + 1,
+                    state.best_epoch
+                )));
+            }
+            let grads = loss.backward();
+            optimizer.begin_step();
+            for (variable, leaf) in ctx.into_leaves() {
+                if let Some(grad) = leaf.grad(&grads) {
+                    optimizer.update(&variable, grad, lr, device);
+                }
+            }
+            loss_sum += loss_value * chunk.len() as f64;
+            correct += right;
+            on_event(Event::Step {
+                epoch: epoch + 1,
+                done: step + 1,
+                total: steps_per_epoch,
+                loss: loss_value,
+            });
+        }
+        let (val_loss, val_accuracy) =
+            plan.evaluate(&val_inputs, &val_labels, config.batch_size)?;
+        let n = train_labels.len() as f64;
+        let metrics = EpochMetrics {
+            epoch: epoch + 1,
+            loss: loss_sum / n,
+            accuracy: correct as f64 / n,
+            val_loss,
+            val_accuracy,
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        on_event(Event::Epoch(&metrics));
+        state.history.push(metrics);
+        state.epochs_done = epoch + 1;
+        let improved = val_loss < state.best_val_loss;
+        if improved {
+            state.best_val_loss = val_loss;
+            state.best_epoch = epoch + 1;
+            state.stale_epochs = 0;
+            best = snapshot(&plan.suffix, device);
+        } else {
+            state.stale_epochs += 1;
+        }
+        if let Some(run) = run {
+            if improved {
+                run.save_model(model, data.pretrained, data.class_names, device)?;
+            }
+            run.write_history(&state.history)?;
+            run.save_checkpoint(model, &optimizer, &mut state, device)?;
+        }
+        if config.patience.is_some_and(|p| state.stale_epochs >= p) {
+            on_event(Event::Note(format!(
+                "early stopping: no lower val_loss for {} epochs; keeping epoch {}",
+                state.stale_epochs, state.best_epoch
+            )));
+            stopped_early = true;
+            break;
+        }
+    }
+    restore(&plan.suffix, &best);
+    Ok(FitOutcome {
+        history: state.history,
+        best_epoch: state.best_epoch,
+        stopped_early,
+        prefix_seconds,
+    })
+}

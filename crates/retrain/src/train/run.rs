@@ -1,0 +1,201 @@
+//! Run directories: the model, its best and last weights, history, and the state to resume from.
+//!
+//! Every file is written to a temporary name and renamed, and the resume state is written only
+//! after the checkpoint it names, so a run killed at any moment leaves a directory that either
+//! resumes from the last completed epoch or starts over; never a half-written weights file.
+
+use super::optimizer::Optimizer;
+use super::{EpochMetrics, FitConfig};
+use crate::error::{Error, Result};
+use crate::io::write_atomic;
+use crate::layers::Layer;
+use crate::model::{load_model, save_model, ModelFile, Sequential};
+use crate::weights::safetensors::{to_bytes, SafetensorsFile};
+use crate::weights::TensorSource;
+use crate::zoo::PretrainedConfig;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Where a training run keeps its files.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+/// What a resumed run needs to continue exactly where it stopped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResumeState {
+    /// Epochs fully completed.
+    pub epochs_done: usize,
+    /// The epoch (1-based) with the lowest validation loss so far.
+    pub best_epoch: usize,
+    /// Its validation loss.
+    pub best_val_loss: f64,
+    /// Epochs since the best one (early stopping).
+    pub stale_epochs: usize,
+    /// Optimizer steps taken.
+    pub optimizer_step: u64,
+    /// Metrics of every completed epoch.
+    pub history: Vec<EpochMetrics>,
+    /// The training configuration.
+    pub config: FitConfig,
+    /// File name of the checkpoint holding the weights and optimizer state after `epochs_done`.
+    pub checkpoint: String,
+}
+
+impl RunDir {
+    /// Use `path` (created if missing) as a run directory.
+    pub fn create(path: &Path) -> Result<Self> {
+        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        Ok(RunDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// An existing run directory (it must hold a saved model).
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.join("model.json").is_file() {
+            return Err(Error::Invalid(format!(
+                "'{}' is not a retrain run directory (no model.json)",
+                path.display()
+            )));
+        }
+        Ok(RunDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where cached prefix features go.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.path.join("cache")
+    }
+
+    /// Save the model (architecture, preprocessing, classes, current weights).
+    pub fn save_model(
+        &self,
+        model: &Sequential,
+        pretrained: &PretrainedConfig,
+        class_names: &[String],
+        device: &Device,
+    ) -> Result<()> {
+        save_model(model, &self.path, Some(pretrained), class_names, device)
+    }
+
+    /// Load the saved model.
+    pub fn load_model(&self, device: &Device) -> Result<(Sequential, ModelFile)> {
+        load_model(&self.path, device)
+    }
+
+    /// Put the best weights saved so far into `model` (same architecture).
+    pub fn load_best_weights(&self, model: &Sequential, device: &Device) -> Result<()> {
+        let weights = SafetensorsFile::open(&self.path.join("model.safetensors"))?;
+        crate::weights::load_into(
+            model,
+            &weights,
+            &crate::weights::NameMap::identity(model),
+            device,
+        )
+        .map(|_| ())
+    }
+
+    /// Write the exact command line that started the run.
+    pub fn write_command(&self, args: &[String]) -> Result<()> {
+        write_atomic(
+            &self.path.join("command.txt"),
+            (args.join(" ") + "\n").as_bytes(),
+        )
+    }
+
+    /// Write history.csv and history.json.
+    pub fn write_history(&self, history: &[EpochMetrics]) -> Result<()> {
+        let mut csv = String::from("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n");
+        for m in history {
+            csv += &format!(
+                "{},{:.6},{:.6},{:.6},{:.6},{:.8},{:.3}\n",
+                m.epoch, m.loss, m.accuracy, m.val_loss, m.val_accuracy, m.lr, m.seconds
+            );
+        }
+        write_atomic(&self.path.join("history.csv"), csv.as_bytes())?;
+        let json = serde_json::to_vec_pretty(history).expect("history serializes");
+        write_atomic(&self.path.join("history.json"), &json)
+    }
+
+    /// Save weights and optimizer state after an epoch, then the state that points at them.
+    pub fn save_checkpoint(
+        &self,
+        model: &Sequential,
+        optimizer: &Optimizer,
+        state: &mut ResumeState,
+        device: &Device,
+    ) -> Result<()> {
+        let (step, mut tensors) = optimizer.state();
+        for v in model.variables() {
+            tensors.push((
+                format!("model/{}", v.path()),
+                v.shape().to_vec(),
+                v.to_vec(device),
+            ));
+        }
+        let name = format!("checkpoint-{}.safetensors", state.epochs_done);
+        write_atomic(&self.path.join(&name), &to_bytes(&tensors, None)?)?;
+        let previous = std::mem::replace(&mut state.checkpoint, name);
+        state.optimizer_step = step;
+        let json = serde_json::to_vec_pretty(state).expect("state serializes");
+        write_atomic(&self.path.join("state.json"), &json)?;
+        if !previous.is_empty() && previous != state.checkpoint {
+            let _ = std::fs::remove_file(self.path.join(previous));
+        }
+        Ok(())
+    }
+
+    /// The saved resume state, if a completed epoch was recorded.
+    pub fn resume_state(&self) -> Result<Option<ResumeState>> {
+        let path = self.path.join("state.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::format(&path, format!("unreadable resume state: {e}")))
+    }
+
+    /// Put the checkpoint's weights into `model` and its state into `optimizer`.
+    pub fn restore_checkpoint(
+        &self,
+        state: &ResumeState,
+        model: &Sequential,
+        optimizer: &mut Optimizer,
+        device: &Device,
+    ) -> Result<()> {
+        let file = SafetensorsFile::open(&self.path.join(&state.checkpoint))?;
+        for v in model.variables() {
+            let key = format!("model/{}", v.path());
+            let values = file.read(&key)?;
+            if values.len() != v.numel() {
+                return Err(Error::TensorShape {
+                    tensor: key,
+                    variable: v.path().to_string(),
+                    expected: v.shape().to_vec(),
+                    found: file
+                        .shape(&format!("model/{}", v.path()))
+                        .unwrap_or_default(),
+                });
+            }
+            v.assign_data(values, device);
+        }
+        let optimizer_tensors = file
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with("optimizer/"))
+            .map(|k| file.read(&k).map(|v| (k, v)))
+            .collect::<Result<Vec<_>>>()?;
+        optimizer.restore(state.optimizer_step, optimizer_tensors, device)
+    }
+}
