@@ -1,6 +1,8 @@
 //! Named weights shared by every model that holds their layer, materialized on first use.
 
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -77,7 +79,17 @@ impl Variable {
         self.0.value.read().expect("variable lock").is_some()
     }
 
-    /// The flat value on `device`, initializing it on first use.
+    /// Give the variable its initial value if it has none yet, drawn from a generator seeded by
+    /// `seed` and the variable's path (so the same model and seed always start the same way,
+    /// whatever else runs in the process).
+    pub fn initialize(&self, seed: u64, device: &Device) {
+        let mut slot = self.0.value.write().expect("variable lock");
+        if slot.is_none() {
+            *slot = Some(self.initial_value(seed, device));
+        }
+    }
+
+    /// The flat value on `device`, initializing it (seed 0) on first use.
     pub fn value(&self, device: &Device) -> Tensor<1> {
         if let Some(v) = self.0.value.read().expect("variable lock").as_ref() {
             if &v.device() == device {
@@ -87,7 +99,7 @@ impl Variable {
         let mut slot = self.0.value.write().expect("variable lock");
         let value = match slot.take() {
             Some(v) => v.to_device(device),
-            None => self.initial_value(device),
+            None => self.initial_value(0, device),
         };
         *slot = Some(value.clone());
         value
@@ -131,14 +143,18 @@ impl Variable {
             .expect("f32 data")
     }
 
-    fn initial_value(&self, device: &Device) -> Tensor<1> {
+    fn initial_value(&self, seed: u64, device: &Device) -> Tensor<1> {
         let n = self.numel();
         match self.0.initializer {
             Initializer::Zeros => Tensor::zeros([n], device),
             Initializer::Ones => Tensor::ones([n], device),
             Initializer::GlorotUniform { fan_in, fan_out } => {
-                let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
-                Tensor::random([n], Distribution::Uniform(-limit, limit), device)
+                let limit = (6.0 / (fan_in + fan_out) as f32).sqrt();
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                (seed, self.path()).hash(&mut hasher);
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(hasher.finish());
+                let values: Vec<f32> = (0..n).map(|_| rng.random_range(-limit..limit)).collect();
+                Tensor::from_data(TensorData::new(values, [n]), device)
             }
         }
     }

@@ -263,6 +263,8 @@ pub fn run(args: FitArgs) -> Result<ExitCode> {
     );
     let train = decode("training", &folder.train, &class_names, &pretrained)?;
     let val = decode("validation", &folder.val, &class_names, &pretrained)?;
+    let [h, w] = pretrained.input_size;
+    model.build(retrain::Shape::image(Some(h), Some(w), 3))?;
     let trainable: usize = model.trainable_variables().iter().map(|v| v.numel()).sum();
     println!(
         "model '{}': {} parameters, {} trainable",
@@ -272,6 +274,7 @@ pub fn run(args: FitArgs) -> Result<ExitCode> {
     );
 
     let mut reporter = Reporter::new(config.epochs);
+    super::progress::handle_ctrl_c();
     let outcome = fit(
         &model,
         &TrainingSet {
@@ -288,6 +291,9 @@ pub fn run(args: FitArgs) -> Result<ExitCode> {
     );
     reporter.finish();
     let outcome = outcome?;
+    if outcome.interrupted {
+        return Ok(ExitCode::from(130));
+    }
     let best = outcome
         .history
         .iter()

@@ -1,7 +1,23 @@
 //! Progress bars and per-epoch lines for training events.
 
 use indicatif::{ProgressBar, ProgressStyle};
-use retrain::train::Event;
+use retrain::train::{Event, Flow};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Ctrl-C presses so far: the first stops training after the current epoch's checkpoint, the
+/// second exits at once (every file retrain writes is atomic, so nothing is left half-written).
+static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Install the Ctrl-C handler.
+pub fn handle_ctrl_c() {
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTS.fetch_add(1, Ordering::SeqCst) == 0 {
+            eprintln!("\ninterrupted: finishing this epoch and saving it (Ctrl-C again to quit now)");
+        } else {
+            std::process::exit(130);
+        }
+    });
+}
 
 /// Draws bars for preparation and training steps, and prints one line per epoch like Keras.
 pub struct Reporter {
@@ -30,8 +46,17 @@ impl Reporter {
         &self.bar.as_ref().expect("bar just set").1
     }
 
-    /// Handle one event.
-    pub fn event(&mut self, event: Event) {
+    /// Handle one event; asks to stop once Ctrl-C was pressed.
+    pub fn event(&mut self, event: Event) -> Flow {
+        self.show(event);
+        if INTERRUPTS.load(Ordering::SeqCst) > 0 {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn show(&mut self, event: Event) {
         match event {
             Event::Preparing { what, done, total } => {
                 let bar = self.bar(what, total, "{msg:>16} [{bar:30}] {pos}/{len} {elapsed}");

@@ -146,10 +146,10 @@ impl Sequential {
         self.forward(Batch::Maps(images), &mut ctx)
     }
 
-    /// Materialize every variable on `device` (initializing those no weights were loaded into).
-    pub fn materialize(&self, device: &Device) {
+    /// Initialize every variable no weights were loaded into, reproducibly from `seed`.
+    pub fn initialize(&self, seed: u64, device: &Device) {
         for v in self.variables() {
-            v.value(device);
+            v.initialize(seed, device);
         }
     }
 

@@ -119,6 +119,15 @@ pub struct TrainingSet<'a> {
     pub pretrained: &'a PretrainedConfig,
 }
 
+/// What a progress callback wants next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on.
+    Continue,
+    /// Stop at the end of the current epoch, after its checkpoint (Ctrl-C, a time budget).
+    Stop,
+}
+
 /// What training produced.
 #[derive(Clone, Debug)]
 pub struct FitOutcome {
@@ -128,6 +137,8 @@ pub struct FitOutcome {
     pub best_epoch: usize,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// Whether the callback asked to stop before the last epoch.
+    pub interrupted: bool,
     /// Seconds spent computing the frozen prefix for the caches.
     pub prefix_seconds: f64,
 }
@@ -260,7 +271,7 @@ pub fn fit(
     run: Option<&RunDir>,
     resume: Option<ResumeState>,
     device: &Device,
-    on_event: &mut dyn FnMut(Event),
+    on_event: &mut dyn FnMut(Event) -> Flow,
 ) -> Result<FitOutcome> {
     if data.train.is_empty() || data.val.is_empty() {
         return Err(Error::Invalid(format!(
@@ -276,8 +287,7 @@ pub fn fit(
     }
     let [h, w] = data.pretrained.input_size;
     model.build(crate::shape::Shape::image(Some(h), Some(w), 3))?;
-    device.seed(config.seed);
-    model.materialize(device);
+    model.initialize(config.seed, device);
 
     let layers = execution_layers(model);
     let split = frozen_prefix_len(&layers);
@@ -294,6 +304,7 @@ pub fn fit(
     };
     let train_labels: Vec<usize> = data.train.iter().map(|(s, _)| s.label).collect();
     let val_labels: Vec<usize> = data.val.iter().map(|(s, _)| s.label).collect();
+    let mut interrupted = false;
     on_event(Event::Note(format!(
         "frozen prefix: {split} of {} layers (up to '{}'); training from '{}'",
         layers.len(),
@@ -302,7 +313,7 @@ pub fn fit(
     )));
 
     let prefix_started = Instant::now();
-    let cached = |images: &[(Sample, RgbImage)], name: &str, on_event: &mut dyn FnMut(Event)| {
+    let cached = |images: &[(Sample, RgbImage)], name: &str, on_event: &mut dyn FnMut(Event) -> Flow| {
         let files: Vec<_> = images.iter().map(|(s, _)| s.path.clone()).collect();
         let cache = run.map(|r| {
             let key = cache_key(
@@ -329,7 +340,7 @@ pub fn fit(
                     what: name,
                     done,
                     total,
-                })
+                });
             },
         )
     };
@@ -451,7 +462,7 @@ pub fn fit(
             lr,
             seconds: started.elapsed().as_secs_f64(),
         };
-        on_event(Event::Epoch(&metrics));
+        let flow = on_event(Event::Epoch(&metrics));
         state.history.push(metrics);
         state.epochs_done = epoch + 1;
         let improved = val_loss < state.best_val_loss;
@@ -470,6 +481,14 @@ pub fn fit(
             run.write_history(&state.history)?;
             run.save_checkpoint(model, &optimizer, &mut state, device)?;
         }
+        if flow == Flow::Stop && state.epochs_done < config.epochs {
+            on_event(Event::Note(format!(
+                "stopped after epoch {}; continue with --resume",
+                state.epochs_done
+            )));
+            interrupted = true;
+            break;
+        }
         if config.patience.is_some_and(|p| state.stale_epochs >= p) {
             on_event(Event::Note(format!(
                 "early stopping: no lower val_loss for {} epochs; keeping epoch {}",
@@ -484,6 +503,7 @@ pub fn fit(
         history: state.history,
         best_epoch: state.best_epoch,
         stopped_early,
+        interrupted,
         prefix_seconds,
     })
 }

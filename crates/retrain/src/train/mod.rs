@@ -10,4 +10,4 @@ pub mod optimizer;
 pub mod run;
 pub mod schedule;
 
-pub use fit::{fit, EpochMetrics, Event, FitConfig, FitOutcome, TrainingSet};
+pub use fit::{fit, EpochMetrics, Event, FitConfig, FitOutcome, Flow, TrainingSet};
