@@ -4,8 +4,9 @@ mod common;
 
 use burn::tensor::TensorData;
 use common::{fixture, lite0_weights, max_abs_diff};
-use retrain::layers::{ActivationKind, Batch};
+use retrain::layers::{ActivationKind, Batch, Context};
 use retrain::model::Sequential;
+use retrain::train::features::{inference_layers, run_layers};
 use retrain::zoo::{self, ZooOptions};
 use retrain::{default_device, Tensor};
 
@@ -60,4 +61,49 @@ fn lite0_matches_pytorch_on_feature_map_pooled_and_logits() {
     eprintln!(
         "max abs diff: logits {logits_diff:e}, feature map {map_diff:e}, pooled {pooled_diff:e}"
     );
+}
+
+#[test]
+fn lite0_with_batch_norm_folded_still_matches_pytorch() {
+    let device = default_device();
+    let entry = zoo::entry("efficientnet_lite0").unwrap();
+    let options = ZooOptions {
+        classifier_activation: ActivationKind::Linear,
+        ..ZooOptions::default()
+    };
+    let model = zoo::load_pretrained(entry, &options, &lite0_weights(), &device).unwrap();
+    let layers = inference_layers(&model, &device).unwrap();
+    let batch_norms = |ls: &[retrain::layers::LayerRef]| {
+        ls.iter()
+            .flat_map(|l| {
+                let subs = l.sublayers();
+                if subs.is_empty() {
+                    vec![l.clone()]
+                } else {
+                    subs
+                }
+            })
+            .filter(|l| l.class_name() == "BatchNormalization")
+            .count()
+    };
+    assert_eq!(batch_norms(&layers), 0, "every BatchNorm is folded");
+    assert_eq!(
+        batch_norms(model.layers()),
+        2 + 16 * 3 - 1,
+        "the model itself is unchanged"
+    );
+
+    let (_, input) = fixture("input");
+    let input = Tensor::<4>::from_data(TensorData::new(input, [4, 3, 224, 224]), &device);
+    let out = run_layers(
+        &layers,
+        Batch::Maps(input),
+        &mut Context::inference(&device),
+    )
+    .unwrap();
+    let (_, logits) = to_vec(out);
+    let (_, expected) = fixture("logits");
+    let diff = max_abs_diff(&logits, &expected);
+    eprintln!("folded: logits max abs diff {diff:e}");
+    assert!(diff <= 1e-3, "folded logits differ by {diff}");
 }

@@ -7,8 +7,8 @@ use common::scratch_dir;
 use image::{Rgb, RgbImage};
 use retrain::data::folder::{decode_samples, ImageFolder, SplitRule};
 use retrain::layers::{
-    ActivationKind, BatchNorm, Conv2d, Conv2dConfig, Dense, GlobalAveragePooling2d, Layer,
-    Padding, Preprocess, PreprocessMode,
+    ActivationKind, BatchNorm, Conv2d, Conv2dConfig, Dense, GlobalAveragePooling2d, Layer, Padding,
+    Preprocess, PreprocessMode,
 };
 use retrain::model::Sequential;
 use retrain::train::run::RunDir;
@@ -27,8 +27,16 @@ fn synthetic_folder(root: &Path) {
             let img = RgbImage::from_fn(40, 36, |x, y| {
                 let noise = ((x * 7 + y * 13 + i * 31) % 23) as u8;
                 let blob = (x as i32 - (10 + i as i32)).pow(2) + (y as i32 - 18).pow(2) < 40;
-                let c = if blob { [base[2], base[1], base[0]] } else { base };
-                Rgb([c[0].saturating_add(noise), c[1].saturating_add(noise), c[2].saturating_add(noise)])
+                let c = if blob {
+                    [base[2], base[1], base[0]]
+                } else {
+                    base
+                };
+                Rgb([
+                    c[0].saturating_add(noise),
+                    c[1].saturating_add(noise),
+                    c[2].saturating_add(noise),
+                ])
             });
             img.save(dir.join(format!("{i:02}.png"))).unwrap();
         }
@@ -52,23 +60,38 @@ fn model() -> Sequential {
     let mut base = Sequential::new(Some("base")).with_input(Shape::image(Some(32), Some(32), 3));
     base.add(Arc::new(Conv2d::from_config(
         Some("conv".into()),
-        Conv2dConfig::new(8, 3).strides(2).padding(Padding::Same).activation(ActivationKind::Relu),
+        Conv2dConfig::new(8, 3)
+            .strides(2)
+            .padding(Padding::Same)
+            .activation(ActivationKind::Relu),
     )))
     .unwrap();
-    base.add(Arc::new(BatchNorm::new(Some("bn".into())))).unwrap();
+    base.add(Arc::new(BatchNorm::new(Some("bn".into()))))
+        .unwrap();
     base.initialize(7, &device);
     base.set_trainable(false);
     let mut model = Sequential::new(Some("classifier"));
-    model.add(Arc::new(Preprocess::new(None, PreprocessMode::Tf))).unwrap();
+    model
+        .add(Arc::new(Preprocess::new(None, PreprocessMode::Tf)))
+        .unwrap();
     model.add(Arc::new(base)).unwrap();
-    model.add(Arc::new(GlobalAveragePooling2d::new(None))).unwrap();
+    model
+        .add(Arc::new(GlobalAveragePooling2d::new(None)))
+        .unwrap();
     model.add(Arc::new(Dense::new(2).named("head"))).unwrap();
     model
 }
 
 fn dense_weights(model: &Sequential) -> Vec<f32> {
     let device = default_device();
-    model.layers().last().unwrap().variables().iter().flat_map(|v| v.to_vec(&device)).collect()
+    model
+        .layers()
+        .last()
+        .unwrap()
+        .variables()
+        .iter()
+        .flat_map(|v| v.to_vec(&device))
+        .collect()
 }
 
 struct Data {
@@ -80,7 +103,14 @@ struct Data {
 fn data(name: &str) -> Data {
     let root = scratch_dir(name).join("data");
     synthetic_folder(&root);
-    let folder = ImageFolder::scan(&root, SplitRule { val_split: 0.25, seed: 3 }).unwrap();
+    let folder = ImageFolder::scan(
+        &root,
+        SplitRule {
+            val_split: 0.25,
+            seed: 3,
+        },
+    )
+    .unwrap();
     assert_eq!(folder.class_names, ["cool", "warm"]);
     assert_eq!(folder.train.len() + folder.val.len(), 25);
     let train = decode_samples(&folder.train, &config(), &|_| {});
@@ -88,43 +118,99 @@ fn data(name: &str) -> Data {
     let skipped: Vec<_> = train.skipped.iter().chain(&val.skipped).collect();
     assert_eq!(skipped.len(), 1, "the broken file is skipped: {skipped:?}");
     assert!(skipped[0].0.ends_with("broken.jpg"));
-    Data { classes: folder.class_names, train: train.items, val: val.items }
+    Data {
+        classes: folder.class_names,
+        train: train.items,
+        val: val.items,
+    }
 }
 
-fn run(model: &Sequential, data: &Data, config: &FitConfig, dir: Option<&RunDir>, stop_after: Option<usize>) -> retrain::train::FitOutcome {
+fn run(
+    model: &Sequential,
+    data: &Data,
+    config: &FitConfig,
+    dir: Option<&RunDir>,
+    stop_after: Option<usize>,
+) -> retrain::train::FitOutcome {
     let pretrained = self::config();
-    let set = TrainingSet { train: &data.train, val: &data.val, class_names: &data.classes, pretrained: &pretrained };
-    let resume = dir.and_then(|d| d.resume_state().unwrap()).filter(|s| s.epochs_done > 0);
-    fit(model, &set, config, dir, resume, &default_device(), &mut |e| match e {
-        Event::Epoch(m) if Some(m.epoch) == stop_after => Flow::Stop,
-        _ => Flow::Continue,
-    })
+    let set = TrainingSet {
+        train: &data.train,
+        val: &data.val,
+        class_names: &data.classes,
+        pretrained: &pretrained,
+    };
+    let resume = dir
+        .and_then(|d| d.resume_state().unwrap())
+        .filter(|s| s.epochs_done > 0);
+    fit(
+        model,
+        &set,
+        config,
+        dir,
+        resume,
+        &default_device(),
+        &mut |e| match e {
+            Event::Epoch(m) if Some(m.epoch) == stop_after => Flow::Stop,
+            _ => Flow::Continue,
+        },
+    )
     .unwrap()
 }
 
 #[test]
 fn cached_and_uncached_runs_end_with_the_same_weights() {
     let data = data("cache-equivalence");
-    let config = FitConfig { epochs: 4, batch_size: 5, lr: 0.05, seed: 11, ..FitConfig::default() };
+    let config = FitConfig {
+        epochs: 4,
+        batch_size: 5,
+        lr: 0.05,
+        seed: 11,
+        ..FitConfig::default()
+    };
     let cached_model = model();
     let cached = run(&cached_model, &data, &config, None, None);
     let uncached_model = model();
-    let uncached = run(&uncached_model, &data, &FitConfig { cache: false, ..config.clone() }, None, None);
+    let uncached = run(
+        &uncached_model,
+        &data,
+        &FitConfig {
+            cache: false,
+            ..config.clone()
+        },
+        None,
+        None,
+    );
     let (a, b) = (dense_weights(&cached_model), dense_weights(&uncached_model));
-    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
     assert!(diff < 1e-5, "weights differ by {diff}");
     for (x, y) in cached.history.iter().zip(&uncached.history) {
         assert!((x.loss - y.loss).abs() < 1e-5 && (x.val_loss - y.val_loss).abs() < 1e-5);
     }
     let last = cached.history.last().unwrap();
-    assert!(last.val_accuracy >= 0.8, "the synthetic classes are easy: {last:?}");
-    assert!(last.loss < cached.history[0].loss, "training lowers the loss");
+    assert!(
+        last.val_accuracy >= 0.8,
+        "the synthetic classes are easy: {last:?}"
+    );
+    assert!(
+        last.loss < cached.history[0].loss,
+        "training lowers the loss"
+    );
 }
 
 #[test]
 fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
     let data = data("resume");
-    let config = FitConfig { epochs: 5, batch_size: 4, lr: 0.05, seed: 5, ..FitConfig::default() };
+    let config = FitConfig {
+        epochs: 5,
+        batch_size: 4,
+        lr: 0.05,
+        seed: 5,
+        ..FitConfig::default()
+    };
     let whole_model = model();
     let whole = run(&whole_model, &data, &config, None, None);
 
@@ -138,7 +224,13 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
     let resumed = run(&resumed_model, &data, &config, Some(&dir), None);
     assert_eq!(resumed.history.len(), 5);
     for (x, y) in whole.history.iter().zip(&resumed.history) {
-        assert!((x.loss - y.loss).abs() < 1e-6, "epoch {}: {} vs {}", x.epoch, x.loss, y.loss);
+        assert!(
+            (x.loss - y.loss).abs() < 1e-6,
+            "epoch {}: {} vs {}",
+            x.epoch,
+            x.loss,
+            y.loss
+        );
         assert!((x.val_loss - y.val_loss).abs() < 1e-6);
     }
     let diff = dense_weights(&whole_model)
@@ -152,11 +244,28 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    for needed in ["model.json", "model.safetensors", "history.csv", "history.json", "state.json", "checkpoint-5.safetensors"] {
-        assert!(files.iter().any(|f| f == needed), "{needed} missing from {files:?}");
+    for needed in [
+        "model.json",
+        "model.safetensors",
+        "history.csv",
+        "history.json",
+        "state.json",
+        "checkpoint-5.safetensors",
+    ] {
+        assert!(
+            files.iter().any(|f| f == needed),
+            "{needed} missing from {files:?}"
+        );
     }
     assert!(!files.iter().any(|f| f.contains(".tmp")), "{files:?}");
-    assert_eq!(files.iter().filter(|f| f.starts_with("checkpoint-")).count(), 1, "{files:?}");
+    assert_eq!(
+        files
+            .iter()
+            .filter(|f| f.starts_with("checkpoint-"))
+            .count(),
+        1,
+        "{files:?}"
+    );
     let csv = std::fs::read_to_string(dir.path().join("history.csv")).unwrap();
     assert_eq!(csv.lines().count(), 6);
 }

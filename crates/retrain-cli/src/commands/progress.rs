@@ -12,7 +12,9 @@ static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 pub fn handle_ctrl_c() {
     let _ = ctrlc::set_handler(|| {
         if INTERRUPTS.fetch_add(1, Ordering::SeqCst) == 0 {
-            eprintln!("\ninterrupted: finishing this epoch and saving it (Ctrl-C again to quit now)");
+            eprintln!(
+                "\ninterrupted: finishing this epoch and saving it (Ctrl-C again to quit now)"
+            );
         } else {
             std::process::exit(130);
         }

@@ -233,6 +233,12 @@ pub trait Layer: Send + Sync {
         self.sublayers().iter().any(|l| l.training_dependent())
     }
 
+    /// A copy of this composite layer running `layers` instead of its own sublayers (same
+    /// wiring, e.g. the residual connection of a block); `None` when it cannot be rebuilt so.
+    fn with_sublayers(&self, _layers: Vec<Arc<dyn Layer>>) -> Option<Arc<dyn Layer>> {
+        None
+    }
+
     /// This layer as a model, when it is one (for expanding nested models).
     fn as_model(&self) -> Option<&crate::model::Sequential> {
         None

@@ -1,6 +1,6 @@
 //! Using a trained model: evaluation with metrics, and pooled-feature extraction.
 
-use super::features::{batch_to_rows, execution_layers, run_layers};
+use super::features::{batch_to_rows, inference_layers, run_layers};
 use super::metrics::{ClassReport, Confusion};
 use crate::data::augment::center_view;
 use crate::data::folder::Sample;
@@ -36,6 +36,7 @@ pub fn evaluate(
     device: &Device,
 ) -> Result<Evaluation> {
     let [h, w] = pretrained.input_size;
+    let layers = inference_layers(model, device)?;
     let mut loss_sum = 0.0;
     let mut pairs = Vec::with_capacity(items.len());
     for chunk in items.chunks(batch_size.max(1)) {
@@ -44,7 +45,8 @@ pub fn evaluate(
             .map(|(_, img)| center_view(img, pretrained))
             .collect();
         let x = crate::data::image::batch_tensor(&views, h, w, device);
-        let logits = model.predict(x)?.into_vectors(model.name())?;
+        let logits = run_layers(&layers, Batch::Maps(x), &mut Context::inference(device))?
+            .into_vectors(model.name())?;
         let classes = logits.dims()[1];
         let (_, logp) = batch_to_rows(Batch::Vectors(log_softmax(logits, 1)));
         for ((sample, _), row) in chunk.iter().zip(logp.chunks(classes)) {
@@ -77,7 +79,7 @@ pub fn extract_features(
     progress: &mut dyn FnMut(usize),
 ) -> Result<(Vec<usize>, Vec<f32>)> {
     let [h, w] = pretrained.input_size;
-    let layers = execution_layers(model);
+    let layers = inference_layers(model, device)?;
     let mut dims = Vec::new();
     let mut out = Vec::new();
     for (i, chunk) in images.chunks(batch_size.max(1)).enumerate() {

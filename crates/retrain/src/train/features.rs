@@ -26,6 +26,12 @@ pub fn execution_layers(model: &Sequential) -> Vec<LayerRef> {
     out
 }
 
+/// The layers of `model` prepared for inference: nested models expanded, BatchNorms folded into
+/// the convolutions before them.
+pub fn inference_layers(model: &Sequential, device: &Device) -> Result<Vec<LayerRef>> {
+    crate::model::fold_batch_norms(&execution_layers(model), device)
+}
+
 /// How many leading layers are frozen and deterministic: their outputs can be cached.
 pub fn frozen_prefix_len(layers: &[LayerRef]) -> usize {
     layers

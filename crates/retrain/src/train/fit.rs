@@ -297,7 +297,7 @@ pub fn fit(
         ));
     }
     let plan = Plan {
-        prefix: layers[..split].to_vec(),
+        prefix: crate::model::fold_batch_norms(&layers[..split], device)?,
         suffix: layers[split..].to_vec(),
         pretrained: data.pretrained,
         device: device.clone(),
@@ -313,37 +313,38 @@ pub fn fit(
     )));
 
     let prefix_started = Instant::now();
-    let cached = |images: &[(Sample, RgbImage)], name: &str, on_event: &mut dyn FnMut(Event) -> Flow| {
-        let files: Vec<_> = images.iter().map(|(s, _)| s.path.clone()).collect();
-        let cache = run.map(|r| {
-            let key = cache_key(
+    let cached =
+        |images: &[(Sample, RgbImage)], name: &str, on_event: &mut dyn FnMut(Event) -> Flow| {
+            let files: Vec<_> = images.iter().map(|(s, _)| s.path.clone()).collect();
+            let cache = run.map(|r| {
+                let key = cache_key(
+                    &plan.prefix,
+                    &files,
+                    &format!("{:?}", data.pretrained),
+                    device,
+                );
+                CacheFile::new(&r.cache_dir(), name, key)
+            });
+            let input = |i: usize| center_view(&images[i].1, data.pretrained);
+            let total = images.len();
+            FeatureStore::load_or_compute(
                 &plan.prefix,
-                &files,
-                &format!("{:?}", data.pretrained),
+                total,
+                &input,
+                data.pretrained.input_size,
+                config.batch_size,
+                cache.as_ref(),
+                config.memory_budget,
                 device,
-            );
-            CacheFile::new(&r.cache_dir(), name, key)
-        });
-        let input = |i: usize| center_view(&images[i].1, data.pretrained);
-        let total = images.len();
-        FeatureStore::load_or_compute(
-            &plan.prefix,
-            total,
-            &input,
-            data.pretrained.input_size,
-            config.batch_size,
-            cache.as_ref(),
-            config.memory_budget,
-            device,
-            &mut |done| {
-                on_event(Event::Preparing {
-                    what: name,
-                    done,
-                    total,
-                });
-            },
-        )
-    };
+                &mut |done| {
+                    on_event(Event::Preparing {
+                        what: name,
+                        done,
+                        total,
+                    });
+                },
+            )
+        };
     let train_inputs = if config.cache && !config.augment {
         Inputs::Cached(cached(data.train, "train-features", on_event)?)
     } else {

@@ -327,6 +327,16 @@ impl Layer for MbConv {
         self.layers.clone()
     }
 
+    fn with_sublayers(&self, layers: Vec<LayerRef>) -> Option<LayerRef> {
+        let block = MbConv {
+            base: LayerBase::new(Some(format!("{}_folded", self.name())), "mbconv"),
+            config: self.config.clone(),
+            layers,
+        };
+        block.set_trainable(self.trainable());
+        Some(Arc::new(block))
+    }
+
     fn spec(&self) -> LayerSpec {
         LayerSpec {
             name: self.name().to_string(),

@@ -1,0 +1,91 @@
+//! An inference-only copy of frozen layers with each BatchNorm folded into the convolution before
+//! it, and the activation after it fused into the convolution.
+//!
+//! `conv -> BN -> act` becomes one convolution with weights `w * gamma / sqrt(var + eps)` and bias
+//! `beta + (b - mean) * gamma / sqrt(var + eps)`: one pass over the feature map instead of five.
+//! The result is for inference only (BatchNorm on its moving statistics, nothing trainable); the
+//! original layers are left untouched.
+
+use crate::error::Result;
+use crate::layers::{ActivationKind, Conv2d, Conv2dConfig, Layer, LayerKind, LayerRef};
+use burn::tensor::{Device, Tensor};
+use std::sync::Arc;
+
+/// Fold `conv -> frozen BatchNorm (-> activation)` runs in `layers`, recursing into blocks that
+/// can be rebuilt from new sublayers. Layers that do not match are shared unchanged.
+pub fn fold_batch_norms(layers: &[LayerRef], device: &Device) -> Result<Vec<LayerRef>> {
+    let mut out: Vec<LayerRef> = Vec::with_capacity(layers.len());
+    let mut i = 0;
+    while i < layers.len() {
+        let layer = &layers[i];
+        if let Some((fused, consumed)) = fold_at(layers, i, device)? {
+            out.push(fused);
+            i += consumed;
+            continue;
+        }
+        let subs = layer.sublayers();
+        if !subs.is_empty() && layer.as_model().is_none() {
+            if let Some(rebuilt) = layer.with_sublayers(fold_batch_norms(&subs, device)?) {
+                out.push(rebuilt);
+                i += 1;
+                continue;
+            }
+        }
+        out.push(layer.clone());
+        i += 1;
+    }
+    Ok(out)
+}
+
+fn fold_at(layers: &[LayerRef], i: usize, device: &Device) -> Result<Option<(LayerRef, usize)>> {
+    let (Some(conv), Some(bn)) = (layers.get(i), layers.get(i + 1)) else {
+        return Ok(None);
+    };
+    let (LayerKind::Conv2d(config), LayerKind::BatchNorm(bn_config)) =
+        (conv.spec().kind, bn.spec().kind)
+    else {
+        return Ok(None);
+    };
+    if config.activation != ActivationKind::Linear {
+        return Ok(None);
+    }
+    let Some(input) = conv.input_shape() else {
+        return Ok(None);
+    };
+    let activation = layers.get(i + 2).and_then(|l| match l.spec().kind {
+        LayerKind::Activation { activation } if activation != ActivationKind::Softmax => {
+            Some(activation)
+        }
+        _ => None,
+    });
+    let conv_vars = conv.variables();
+    let bn_vars = bn.variables();
+    let kernel = conv_vars[0].tensor::<4>(device);
+    let out_channels = kernel.dims()[0];
+    let [gamma, beta, mean, var] = [0, 1, 2, 3].map(|k| bn_vars[k].value(device));
+    let scale = gamma / (var + bn_config.epsilon).sqrt();
+    let bias = conv_vars
+        .get(1)
+        .map(|b| b.value(device))
+        .unwrap_or_else(|| Tensor::zeros([out_channels], device));
+    let folded_bias = beta + (bias - mean) * scale.clone();
+    let folded_kernel = kernel * scale.reshape([out_channels, 1, 1, 1]);
+
+    let fused = Conv2d::from_config(
+        Some(format!("{}_folded", conv.name())),
+        Conv2dConfig {
+            use_bias: true,
+            activation: activation.unwrap_or(ActivationKind::Linear),
+            ..config
+        },
+    );
+    fused.build(input)?;
+    let vars = fused.variables();
+    vars[0].assign(folded_kernel.reshape([vars[0].numel()]));
+    vars[1].assign(folded_bias);
+    fused.set_trainable(false);
+    Ok(Some((
+        Arc::new(fused),
+        if activation.is_some() { 3 } else { 2 },
+    )))
+}
