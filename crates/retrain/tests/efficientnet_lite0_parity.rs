@@ -19,15 +19,20 @@ fn to_vec(batch: Batch) -> (Vec<usize>, Vec<f32>) {
     (dims, data.convert::<f32>().try_into_vec::<f32>().unwrap())
 }
 
-#[test]
-fn lite0_matches_pytorch_on_feature_map_pooled_and_logits() {
-    let device = default_device();
+/// EfficientNet-Lite0 with the shared weights, ending in logits like the reference.
+fn lite0_with_logits(device: &retrain::Device) -> Sequential {
     let entry = zoo::entry("efficientnet_lite0").unwrap();
     let options = ZooOptions {
         classifier_activation: ActivationKind::Linear,
         ..ZooOptions::default()
     };
-    let model = zoo::load_pretrained(entry, &options, &lite0_weights(), &device).unwrap();
+    zoo::load_pretrained(entry, &options, &lite0_weights(), device).unwrap()
+}
+
+#[test]
+fn lite0_matches_pytorch_on_feature_map_pooled_and_logits() {
+    let device = default_device();
+    let model = lite0_with_logits(&device);
 
     let (shape, input) = fixture("input");
     assert_eq!(shape, vec![4, 3, 224, 224]);
@@ -66,12 +71,7 @@ fn lite0_matches_pytorch_on_feature_map_pooled_and_logits() {
 #[test]
 fn lite0_with_batch_norm_folded_still_matches_pytorch() {
     let device = default_device();
-    let entry = zoo::entry("efficientnet_lite0").unwrap();
-    let options = ZooOptions {
-        classifier_activation: ActivationKind::Linear,
-        ..ZooOptions::default()
-    };
-    let model = zoo::load_pretrained(entry, &options, &lite0_weights(), &device).unwrap();
+    let model = lite0_with_logits(&device);
     let layers = inference_layers(&model, &device).unwrap();
     let batch_norms = |ls: &[retrain::layers::LayerRef]| {
         ls.iter()

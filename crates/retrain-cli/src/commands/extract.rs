@@ -5,15 +5,13 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use indicatif::ProgressBar;
 use retrain::data::folder::{ImageFolder, SplitRule};
-use retrain::layers::Preprocess;
-use retrain::model::Sequential;
 use retrain::train::evaluate::extract_features;
+use retrain::train::head::frozen_base;
 use retrain::weights::safetensors::to_bytes_with_integers;
-use retrain::zoo::{self, Pooling, ZooOptions};
+use retrain::zoo::Pooling;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Args)]
 pub struct ExtractArgs {
@@ -35,25 +33,13 @@ pub struct ExtractArgs {
 
 pub fn run(args: ExtractArgs) -> Result<ExitCode> {
     let device = retrain::default_device();
-    let entry = zoo::entry(&args.base)?;
-    let pretrained = (entry.pretrained)();
-    let base = zoo::load_pretrained(
-        entry,
-        &ZooOptions {
-            include_top: false,
-            pooling: Pooling::Avg,
-            input: Some(pretrained.input_size),
-            ..ZooOptions::default()
-        },
+    let (model, pretrained) = frozen_base(
+        "extractor",
+        &args.base,
         &args.weights,
+        Pooling::Avg,
         &device,
     )?;
-    let mut model = Sequential::new(Some("extractor"));
-    model.add(Arc::new(Preprocess::new(
-        None,
-        pretrained.preprocess.clone(),
-    )))?;
-    model.add(Arc::new(base))?;
     let folder = ImageFolder::scan(
         &args.data,
         SplitRule {
@@ -100,7 +86,7 @@ pub fn run(args: ExtractArgs) -> Result<ExitCode> {
             serde_json::to_string(&folder.class_names)?,
         ),
         ("splits".to_string(), serde_json::to_string(&kept_splits)?),
-        ("base".to_string(), entry.name.to_string()),
+        ("base".to_string(), args.base.clone()),
     ]);
     let bytes = to_bytes_with_integers(
         &[("features".into(), vec![n, width], features)],

@@ -7,7 +7,7 @@ use crate::layers::{
 };
 use crate::model::Sequential;
 use crate::train::features::execution_layers;
-use crate::zoo::{self, PretrainedConfig, ZooOptions};
+use crate::zoo::{self, Pooling, PretrainedConfig, ZooOptions};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -37,13 +37,13 @@ pub struct HeadConfig {
     pub dropout: f64,
 }
 
-/// `Sequential[Preprocess, base (frozen), pooling, (Dense + ReLU), (Dropout), Dense(classes)]`,
-/// the base loaded from `weights`. The output is logits.
-pub fn transfer_model(
+/// `Sequential[Preprocess, base (frozen, no top, `pooling`)]` named `name`, the base loaded from
+/// `weights` at its pretrained input size.
+pub fn frozen_base(
+    name: &str,
     base_name: &str,
     weights: &Path,
-    head: &HeadConfig,
-    classes: usize,
+    pooling: Pooling,
     device: &Device,
 ) -> Result<(Sequential, PretrainedConfig)> {
     let entry = zoo::entry(base_name)?;
@@ -53,18 +53,33 @@ pub fn transfer_model(
         &ZooOptions {
             include_top: false,
             input: Some(pretrained.input_size),
+            pooling,
             ..ZooOptions::default()
         },
         weights,
         device,
     )?;
     base.set_trainable(false);
-    let mut model = Sequential::new(Some("classifier"));
+    let mut model = Sequential::new(Some(name));
     model.add(Arc::new(Preprocess::new(
         None,
         pretrained.preprocess.clone(),
     )))?;
     model.add(Arc::new(base))?;
+    Ok((model, pretrained))
+}
+
+/// `Sequential[Preprocess, base (frozen), pooling, (Dense + ReLU), (Dropout), Dense(classes)]`,
+/// the base loaded from `weights`. The output is logits.
+pub fn transfer_model(
+    base_name: &str,
+    weights: &Path,
+    head: &HeadConfig,
+    classes: usize,
+    device: &Device,
+) -> Result<(Sequential, PretrainedConfig)> {
+    let (mut model, pretrained) =
+        frozen_base("classifier", base_name, weights, Pooling::None, device)?;
     let pooling: LayerRef = match head.pooling {
         HeadPooling::Gap => Arc::new(GlobalAveragePooling2d::new(None)),
         HeadPooling::Flatten => Arc::new(Flatten::new(None)),
