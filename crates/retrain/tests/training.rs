@@ -11,6 +11,8 @@ use retrain::layers::{
     Preprocess, PreprocessMode,
 };
 use retrain::model::Sequential;
+use retrain::train::evaluate::evaluate;
+use retrain::train::report::{confusion_png, curves_png};
 use retrain::train::run::RunDir;
 use retrain::train::{fit, Event, FitConfig, Flow, TrainingSet};
 use retrain::zoo::{Interpolation, PretrainedConfig};
@@ -268,4 +270,27 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
     );
     let csv = std::fs::read_to_string(dir.path().join("history.csv")).unwrap();
     assert_eq!(csv.lines().count(), 6);
+
+    // The evaluation report of the resumed model, as numbers and as pictures.
+    let report = evaluate(
+        &resumed_model,
+        &data.val,
+        &data.classes,
+        &self::config(),
+        8,
+        &default_device(),
+    )
+    .unwrap();
+    assert_eq!(
+        report.confusion.counts.iter().flatten().sum::<usize>(),
+        data.val.len()
+    );
+    assert!((report.accuracy - resumed.history.last().unwrap().val_accuracy).abs() < 1e-9);
+    let pictures = scratch_dir("report");
+    confusion_png(&report.confusion, &pictures.join("confusion.png")).unwrap();
+    curves_png(&dir.history().unwrap(), &pictures.join("curves.png")).unwrap();
+    for name in ["confusion.png", "curves.png"] {
+        let img = image::open(pictures.join(name)).unwrap();
+        assert!(img.width() > 200 && img.height() > 200, "{name}");
+    }
 }

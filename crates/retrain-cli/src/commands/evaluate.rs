@@ -5,6 +5,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use retrain::data::folder::ImageFolder;
 use retrain::train::evaluate::evaluate;
+use retrain::train::report::{confusion_png, curves_png};
 use retrain::train::run::RunDir;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,13 +19,17 @@ pub struct EvaluateArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write confusion_matrix.png and training_curves.png into this folder.
+    #[arg(long)]
+    report: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
 }
 
 pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
     let device = retrain::default_device();
-    let (model, file) = RunDir::open(&args.run)?.load_model(&device)?;
+    let run = RunDir::open(&args.run)?;
+    let (model, file) = run.load_model(&device)?;
     let pretrained = file
         .pretrained
         .context("the run's model.json has no pretrained config")?;
@@ -38,6 +43,15 @@ pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
         args.batch_size,
         &device,
     )?;
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        confusion_png(&report.confusion, &dir.join("confusion_matrix.png"))?;
+        curves_png(&run.history()?, &dir.join("training_curves.png"))?;
+        eprintln!(
+            "wrote confusion_matrix.png and training_curves.png in '{}'",
+            dir.display()
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);

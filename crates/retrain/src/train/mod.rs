@@ -7,6 +7,7 @@ mod fit;
 pub mod head;
 pub mod metrics;
 pub mod optimizer;
+pub mod report;
 pub mod run;
 pub mod schedule;
 

@@ -126,6 +126,14 @@ impl RunDir {
         write_atomic(&self.path.join("history.json"), &json)
     }
 
+    /// The metrics written by [`RunDir::write_history`].
+    pub fn history(&self) -> Result<Vec<EpochMetrics>> {
+        let path = self.path.join("history.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::format(&path, format!("unreadable history: {e}")))
+    }
+
     /// Save weights and optimizer state after an epoch, then the state that points at them.
     pub fn save_checkpoint(
         &self,
