@@ -2,7 +2,7 @@
 
 use crate::data::image::{batch_tensor, load_for_model};
 use crate::error::{Error, Result};
-use crate::layers::{ActivationKind, Batch};
+use crate::layers::ActivationKind;
 use crate::model::Sequential;
 use crate::zoo::PretrainedConfig;
 use burn::tensor::{activation::softmax, Device};
@@ -109,9 +109,4 @@ pub fn classify_files(
         }
     }
     Ok(results)
-}
-
-/// Whether a Batch holds vectors (a classifier output).
-pub fn is_vectors(batch: &Batch) -> bool {
-    matches!(batch, Batch::Vectors(_))
 }

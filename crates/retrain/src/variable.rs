@@ -74,11 +74,6 @@ impl Variable {
         self.0.trainable
     }
 
-    /// Whether a value is held (loaded or initialized) yet.
-    pub fn is_materialized(&self) -> bool {
-        self.0.value.read().expect("variable lock").is_some()
-    }
-
     /// Give the variable its initial value if it has none yet, drawn from a generator seeded by
     /// `seed` and the variable's path (so the same model and seed always start the same way,
     /// whatever else runs in the process).

@@ -50,21 +50,10 @@ impl Dense {
         }
     }
 
-    /// Set the activation (builder style).
-    pub fn with_activation(mut self, activation: ActivationKind) -> Self {
-        self.config.activation = activation;
-        self
-    }
-
     /// Name the layer (builder style).
     pub fn named(mut self, name: &str) -> Self {
         self.base = LayerBase::new(Some(name.to_string()), "dense");
         self
-    }
-
-    /// Output features.
-    pub fn units(&self) -> usize {
-        self.config.units
     }
 }
 

@@ -60,11 +60,6 @@ impl Preprocess {
             mode,
         }
     }
-
-    /// The mode.
-    pub fn mode(&self) -> &PreprocessMode {
-        &self.mode
-    }
 }
 
 impl Layer for Preprocess {

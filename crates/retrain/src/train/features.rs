@@ -85,7 +85,6 @@ pub fn batch_to_rows(batch: Batch) -> (Vec<usize>, Vec<f32>) {
 /// Outputs of the frozen prefix for a list of samples, in memory or on disk.
 pub struct FeatureStore {
     dims: Vec<usize>,
-    rows: usize,
     storage: Storage,
 }
 
@@ -147,26 +146,6 @@ pub fn cache_key(prefix: &[LayerRef], files: &[PathBuf], view: &str, device: &De
 }
 
 impl FeatureStore {
-    /// Per-sample shape.
-    pub fn dims(&self) -> &[usize] {
-        &self.dims
-    }
-
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    /// Whether the store is empty.
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
-    /// Whether the rows live in memory.
-    pub fn in_memory(&self) -> bool {
-        matches!(self.storage, Storage::Memory(_))
-    }
-
     /// Reuse the cache file when its key matches, else run `prefix` over every input (given as
     /// prepared CHW images by `input`) in batches and write it. Rows stay in memory up to
     /// `memory_budget` bytes, beyond that they are read from the file.
@@ -242,11 +221,7 @@ impl FeatureStore {
             let path = &cache.expect("disk storage has a cache file").path;
             Storage::Disk(File::open(path).map_err(|e| Error::io(path, e))?)
         };
-        Ok(FeatureStore {
-            dims,
-            rows,
-            storage,
-        })
+        Ok(FeatureStore { dims, storage })
     }
 
     fn open(cache: &CacheFile, rows: usize, memory_budget: usize) -> Result<Option<Self>> {
@@ -285,11 +260,7 @@ impl FeatureStore {
         } else {
             Storage::Disk(File::open(&cache.path).map_err(|e| Error::io(&cache.path, e))?)
         };
-        Ok(Some(FeatureStore {
-            dims,
-            rows,
-            storage,
-        }))
+        Ok(Some(FeatureStore { dims, storage }))
     }
 
     /// The rows at `indices` as one batch.
