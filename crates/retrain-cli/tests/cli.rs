@@ -138,3 +138,162 @@ fn predict_prints_top_classes_and_reports_bad_images() {
     assert!(text.contains("class 310"), "{text}");
     assert_eq!(text.lines().count(), 6, "file line plus the top 5:\n{text}");
 }
+
+/// A small two-class folder: red-dominant vs blue-dominant pictures, 6 per class and split.
+fn tiny_folder(root: &std::path::Path) {
+    for split in ["train", "val"] {
+        for (class, color) in [("blue", [30u8, 60, 220]), ("red", [220u8, 50, 30])] {
+            let dir = root.join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..6u32 {
+                let img = image::RgbImage::from_fn(96, 80, |x, y| {
+                    let n = ((x * 5 + y * 3 + i * 17) % 40) as u8;
+                    image::Rgb([
+                        color[0].saturating_add(n),
+                        color[1].saturating_add(n),
+                        color[2].saturating_add(n),
+                    ])
+                });
+                img.save(dir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    std::fs::write(root.join("train/red/notes.txt"), "not an image").unwrap();
+}
+
+#[test]
+fn fit_evaluate_predict_extract_and_resume_from_the_command_line() {
+    let work =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-fit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let data = work.join("data");
+    tiny_folder(&data);
+    let run = work.join("run");
+    let weights = shared("weights/efficientnet-lite0-57934424.pth");
+    let (data_s, run_s, weights_s) = (
+        data.to_str().unwrap(),
+        run.to_str().unwrap(),
+        weights.to_str().unwrap(),
+    );
+
+    let out = retrain(&[
+        "fit",
+        data_s,
+        "--base",
+        "efficientnet_lite0",
+        "--weights",
+        weights_s,
+        "--out",
+        run_s,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.01",
+    ]);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("notes.txt"),
+        "the skipped file is reported: {text}"
+    );
+    assert!(
+        text.contains("Epoch 3/3") && text.contains("val_accuracy"),
+        "{text}"
+    );
+    for file in [
+        "model.json",
+        "model.safetensors",
+        "history.csv",
+        "command.txt",
+        "state.json",
+    ] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+
+    let again = retrain(&[
+        "fit",
+        data_s,
+        "--base",
+        "efficientnet_lite0",
+        "--weights",
+        weights_s,
+        "--out",
+        run_s,
+    ]);
+    assert!(
+        !again.status.success(),
+        "an existing run is never overwritten"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+    let done = retrain(&["fit", data_s, "--resume", "--out", run_s]);
+    assert!(done.status.success() && stdout(&done).contains("already finished"));
+
+    let summary = stdout(&retrain(&["summary", run_s, "--trainable"]));
+    assert!(
+        summary.contains("efficientnet_lite0 (Functional)")
+            && summary.contains("Trainable params: 2,562"),
+        "{summary}"
+    );
+
+    let eval = retrain(&["evaluate", run_s, data_s, "--json"]);
+    assert!(eval.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert!(report["accuracy"].as_f64().unwrap() >= 0.9, "{report}");
+    assert_eq!(report["confusion"]["counts"].as_array().unwrap().len(), 2);
+
+    let pred = retrain(&[
+        "predict",
+        run_s,
+        data.join("val/red").to_str().unwrap(),
+        "--json",
+        "--top-k",
+        "1",
+    ]);
+    assert!(pred.status.success());
+    let lines: Vec<serde_json::Value> = stdout(&pred)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["top_k"][0]["name"] == "red")
+            .count()
+            >= 5,
+        "{lines:?}"
+    );
+
+    let features = work.join("features.safetensors");
+    let ext = retrain(&[
+        "extract",
+        data_s,
+        "--base",
+        "efficientnet_lite0",
+        "--weights",
+        weights_s,
+        "-o",
+        features.to_str().unwrap(),
+    ]);
+    assert!(
+        ext.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ext.stderr)
+    );
+    let bytes = std::fs::read(&features).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    assert_eq!(header["features"]["shape"], serde_json::json!([24, 1280]));
+    assert_eq!(header["labels"]["dtype"], "I64");
+    assert!(header["__metadata__"]["classes"]
+        .as_str()
+        .unwrap()
+        .contains("red"));
+    let _ = std::fs::remove_dir_all(&work);
+}
