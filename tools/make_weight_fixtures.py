@@ -122,6 +122,28 @@ class Evals:
         return (eval, ("__import__('os').system('touch /tmp/retrain-pickle-marker')",))
 
 
+class LyingPickler(Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, Storage):
+            return ("storage", FloatStorage, obj.key, "cpu", 10**12)
+        return None
+
+
+def write_lying_legacy(path):
+    obj = collections.OrderedDict([("w", Tensor("0", [1000000, 1000000], [1.0, 2.0]))])
+    with open(path, "wb") as f:
+        for header in (0x1950A86A20F9469CFC6C, 1001,
+                       {"protocol_version": 1001, "little_endian": True,
+                        "type_sizes": {"short": 2, "int": 4, "long": 4}}):
+            f.write(dumps(header))
+        buf = io.BytesIO()
+        LyingPickler(buf, protocol=2).dump(obj)
+        f.write(buf.getvalue())
+        f.write(dumps(["0"]))
+        f.write(struct.pack("<q", 10**12))
+        f.write(floats([1.0, 2.0]))
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     write_zip(os.path.join(out, "linear_zip.pth"), state_dict())
@@ -129,6 +151,9 @@ def main(out):
     evil = collections.OrderedDict([("fc.weight", RunsShell())])
     write_legacy(os.path.join(out, "os_system_legacy.pth"), evil)
     write_zip(os.path.join(out, "os_system_zip.pth"), evil)
+    write_lying_legacy(os.path.join(out, "huge_storage_legacy.pth"))
+    big = collections.OrderedDict([("w", Tensor("0", [4000, 4000], [1.0, 2.0]))])
+    write_zip(os.path.join(out, "short_data_zip.pth"), big)
     with open(os.path.join(out, "eval_protocol4.pkl"), "wb") as f:
         f.write(dumps(collections.OrderedDict([("x", Evals())]), protocol=4))
 

@@ -236,3 +236,15 @@ fn broken_files_are_errors_naming_the_file() {
         assert!(err.contains(name), "{err}");
     }
 }
+
+#[test]
+fn checkpoints_whose_sizes_lie_are_errors_not_crashes() {
+    for file in ["huge_storage_legacy.pth", "short_data_zip.pth"] {
+        let outcome = weights::open(&data(file)).and_then(|source| {
+            let keys = source.keys();
+            keys.iter().try_for_each(|k| source.read(k).map(|_| ()))
+        });
+        let err = outcome.expect_err(file).to_string();
+        assert!(err.contains(file), "{err}");
+    }
+}
