@@ -294,3 +294,39 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
         assert!(img.width() > 200 && img.height() > 200, "{name}");
     }
 }
+
+#[test]
+fn a_diverging_loss_stops_with_a_clear_error_and_keeps_good_weights() {
+    let data = data("diverge");
+    let model = model();
+    let pretrained = config();
+    let set = TrainingSet {
+        train: &data.train,
+        val: &data.val,
+        class_names: &data.classes,
+        pretrained: &pretrained,
+    };
+    let config = FitConfig {
+        epochs: 3,
+        batch_size: 4,
+        lr: 1e38,
+        seed: 1,
+        ..FitConfig::default()
+    };
+    let err = fit(
+        &model,
+        &set,
+        &config,
+        None,
+        None,
+        &default_device(),
+        &mut |_| Flow::Continue,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("loss became") && err.contains("--lr"), "{err}");
+    assert!(
+        dense_weights(&model).iter().all(|w| w.is_finite()),
+        "the kept weights are finite"
+    );
+}
