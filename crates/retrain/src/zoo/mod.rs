@@ -105,6 +105,10 @@ pub fn entries() -> &'static [ZooEntry] {
         vgg::VGG16,
         vgg::VGG19,
         efficientnet_lite::EFFICIENTNET_LITE0,
+        efficientnet_lite::EFFICIENTNET_LITE1,
+        efficientnet_lite::EFFICIENTNET_LITE2,
+        efficientnet_lite::EFFICIENTNET_LITE3,
+        efficientnet_lite::EFFICIENTNET_LITE4,
     ]
 }
 
