@@ -316,3 +316,31 @@ fn preprocess_modes_match_keras_preprocess_input() {
         assert!((a - b as f32).abs() < 1e-5, "{torch:?}");
     }
 }
+
+#[test]
+fn named_intermediate_layers_as_outputs() {
+    let device = default_device();
+    let model = vgg::vgg16(&ZooOptions::default()).unwrap();
+    let extractor = model
+        .feature_extractor(&["block4_pool", "block5_pool"])
+        .unwrap();
+    let shapes: Vec<String> = extractor
+        .output_shapes()
+        .into_iter()
+        .map(|s| s.unwrap().to_string())
+        .collect();
+    assert_eq!(shapes, ["(None, 14, 14, 512)", "(None, 7, 7, 512)"]);
+    let x = Batch::Maps(Tensor::<4>::ones([1, 3, 64, 64], &device));
+    let outs = extractor.run(x, &mut Context::inference(&device)).unwrap();
+    assert_eq!(outs[0].dims(), vec![1, 512, 4, 4]);
+    assert_eq!(outs[1].dims(), vec![1, 512, 2, 2]);
+    let err = model
+        .feature_extractor(&["block9_pool"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("block9_pool") && err.contains("block5_pool"),
+        "{err}"
+    );
+}

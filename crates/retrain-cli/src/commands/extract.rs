@@ -27,6 +27,9 @@ pub struct ExtractArgs {
     /// and splits in the metadata.
     #[arg(long, short)]
     output: PathBuf,
+    /// Output this layer's activations (e.g. block4_pool) instead of the pooled features.
+    #[arg(long)]
+    layer: Option<String>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
 }
@@ -58,6 +61,7 @@ pub fn run(args: ExtractArgs) -> Result<ExitCode> {
     let bar = ProgressBar::new(images.len() as u64);
     let (dims, features) = extract_features(
         &model,
+        args.layer.as_deref(),
         &images,
         &pretrained,
         args.batch_size,
@@ -66,7 +70,8 @@ pub fn run(args: ExtractArgs) -> Result<ExitCode> {
     )?;
     bar.finish_and_clear();
     let n = items.len();
-    let width: usize = dims.iter().product();
+    let mut shape = vec![n];
+    shape.extend(&dims);
     let labels: Vec<i64> = items.iter().map(|(s, _)| s.label as i64).collect();
     let files: Vec<String> = items
         .iter()
@@ -89,14 +94,14 @@ pub fn run(args: ExtractArgs) -> Result<ExitCode> {
         ("base".to_string(), args.base.clone()),
     ]);
     let bytes = to_bytes_with_integers(
-        &[("features".into(), vec![n, width], features)],
+        &[("features".into(), shape.clone(), features)],
         &[("labels".into(), vec![n], labels)],
         Some(metadata),
     )?;
     retrain::io::write_atomic(&args.output, &bytes)
         .with_context(|| format!("writing {}", args.output.display()))?;
     println!(
-        "{n} images -> features [{n}, {width}] in '{}'",
+        "{n} images -> features {shape:?} in '{}'",
         args.output.display()
     );
     Ok(ExitCode::SUCCESS)

@@ -69,9 +69,11 @@ pub fn evaluate(
 }
 
 /// Run `model` on images in inference mode and return per-image output rows (e.g. pooled
-/// features of a base built with average pooling), with the output's per-sample shape.
+/// features of a base built with average pooling), with the output's per-sample shape. With
+/// `layer`, the rows are that layer's output instead of the model's.
 pub fn extract_features(
     model: &Sequential,
+    layer: Option<&str>,
     images: &[RgbImage],
     pretrained: &PretrainedConfig,
     batch_size: usize,
@@ -79,6 +81,9 @@ pub fn extract_features(
     progress: &mut dyn FnMut(usize),
 ) -> Result<(Vec<usize>, Vec<f32>)> {
     let [h, w] = pretrained.input_size;
+    let tap = layer
+        .map(|name| model.feature_extractor(&[name]))
+        .transpose()?;
     let layers = inference_layers(model, device)?;
     let mut dims = Vec::new();
     let mut out = Vec::new();
@@ -88,7 +93,11 @@ pub fn extract_features(
             .map(|img| center_view(img, pretrained))
             .collect();
         let x = crate::data::image::batch_tensor(&views, h, w, device);
-        let y = run_layers(&layers, Batch::Maps(x), &mut Context::inference(device))?;
+        let ctx = &mut Context::inference(device);
+        let y = match &tap {
+            Some(extractor) => extractor.run(Batch::Maps(x), ctx)?.remove(0),
+            None => run_layers(&layers, Batch::Maps(x), ctx)?,
+        };
         let (d, rows) = batch_to_rows(y);
         dims = d;
         out.extend(rows);
