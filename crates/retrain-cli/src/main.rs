@@ -19,6 +19,8 @@ enum Command {
     Models,
     /// Print a summary like Keras, of a zoo model or of a run directory's model.
     Summary(commands::zoo::SummaryArgs),
+    /// Draw the layer graph as SVG, PNG or DOT.
+    Plot(commands::zoo::PlotArgs),
     /// Train a classifier on an image folder: feature extraction, fine-tuning, resuming.
     Fit(Box<commands::fit::FitArgs>),
     /// Accuracy, loss, per-class precision / recall / F1 and confusion matrix of a run.
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Models => commands::zoo::models(),
         Command::Summary(args) => commands::zoo::summary(args),
+        Command::Plot(args) => commands::zoo::plot(args),
         Command::Fit(args) => commands::fit::run(*args),
         Command::Evaluate(args) => commands::evaluate::run(args),
         Command::Predict(args) => commands::predict::run(args),

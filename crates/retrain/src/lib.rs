@@ -5,6 +5,7 @@
 //! ([`data`]). Summaries print like Keras, with exact parameter counts.
 
 pub mod data;
+pub mod draw;
 pub mod error;
 pub mod io;
 pub mod layers;

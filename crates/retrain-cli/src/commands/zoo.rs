@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use retrain::layers::Layer;
-use retrain::model::{summary as render_summary, SummaryOptions};
+use retrain::model::{plot_model, summary as render_summary, PlotOptions, RankDir, SummaryOptions};
 use retrain::train::run::RunDir;
 use retrain::zoo::{self, Pooling, ZooOptions};
 use std::path::Path;
@@ -40,8 +40,9 @@ fn parse_size(text: &str) -> Result<[usize; 2], String> {
     Ok([parse(h)?, parse(w)?])
 }
 
+/// Which model to show: a zoo entry with its options, or a run directory.
 #[derive(Args)]
-pub struct SummaryArgs {
+pub struct ModelArgs {
     /// Zoo model name (see `retrain models`) or a run directory.
     model: String,
     /// Drop the ImageNet classifier (Keras include_top=False).
@@ -56,6 +57,31 @@ pub struct SummaryArgs {
     /// Classes of the classifier.
     #[arg(long, default_value_t = 1000)]
     classes: usize,
+}
+
+impl ModelArgs {
+    /// Build the zoo model, or load the run directory's model.
+    pub fn load(&self) -> Result<retrain::model::Sequential> {
+        if Path::new(&self.model).join("model.json").is_file() {
+            return Ok(RunDir::open(Path::new(&self.model))?
+                .load_model(&retrain::default_device())?
+                .0);
+        }
+        let entry = zoo::entry(&self.model)?;
+        Ok((entry.build)(&ZooOptions {
+            include_top: !self.no_top,
+            input: self.input,
+            pooling: self.pooling.into(),
+            classes: self.classes,
+            ..ZooOptions::default()
+        })?)
+    }
+}
+
+#[derive(Args)]
+pub struct SummaryArgs {
+    #[command(flatten)]
+    model: ModelArgs,
     /// Add a Trainable column (Y/N).
     #[arg(long)]
     trainable: bool,
@@ -89,20 +115,7 @@ pub fn models() -> Result<ExitCode> {
 }
 
 pub fn summary(args: SummaryArgs) -> Result<ExitCode> {
-    let model = if Path::new(&args.model).join("model.json").is_file() {
-        RunDir::open(Path::new(&args.model))?
-            .load_model(&retrain::default_device())?
-            .0
-    } else {
-        let entry = zoo::entry(&args.model)?;
-        (entry.build)(&ZooOptions {
-            include_top: !args.no_top,
-            input: args.input,
-            pooling: args.pooling.into(),
-            classes: args.classes,
-            ..ZooOptions::default()
-        })?
-    };
+    let model = args.model.load()?;
     print!(
         "{}",
         render_summary(
@@ -113,5 +126,56 @@ pub fn summary(args: SummaryArgs) -> Result<ExitCode> {
             }
         )
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Graph directions on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RankDirArg {
+    #[value(name = "TB")]
+    Tb,
+    #[value(name = "BT")]
+    Bt,
+    #[value(name = "LR")]
+    Lr,
+    #[value(name = "RL")]
+    Rl,
+}
+
+#[derive(Args)]
+pub struct PlotArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Output file: .svg, .png or .dot.
+    #[arg(long, short)]
+    output: std::path::PathBuf,
+    #[arg(long, value_enum, default_value = "TB")]
+    rankdir: RankDirArg,
+    /// Output shapes in each box.
+    #[arg(long)]
+    show_shapes: bool,
+    /// Trainable Y/N in each box with weights.
+    #[arg(long)]
+    show_trainable: bool,
+    /// Layers of nested models and blocks, with residual connections.
+    #[arg(long)]
+    expand_nested: bool,
+}
+
+pub fn plot(args: PlotArgs) -> Result<ExitCode> {
+    let model = args.model.load()?;
+    let options = PlotOptions {
+        rankdir: match args.rankdir {
+            RankDirArg::Tb => RankDir::TB,
+            RankDirArg::Bt => RankDir::BT,
+            RankDirArg::Lr => RankDir::LR,
+            RankDirArg::Rl => RankDir::RL,
+        },
+        show_shapes: args.show_shapes,
+        show_trainable: args.show_trainable,
+        expand_nested: args.expand_nested,
+    };
+    plot_model(&model, &options, &args.output)?;
+    println!("wrote '{}'", args.output.display());
     Ok(ExitCode::SUCCESS)
 }

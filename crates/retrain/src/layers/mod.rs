@@ -239,6 +239,11 @@ pub trait Layer: Send + Sync {
         None
     }
 
+    /// Whether the block adds its input to its output (a residual connection).
+    fn residual(&self) -> bool {
+        false
+    }
+
     /// This layer as a model, when it is one (for expanding nested models).
     fn as_model(&self) -> Option<&crate::model::Sequential> {
         None

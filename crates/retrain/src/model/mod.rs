@@ -4,11 +4,13 @@
 mod extractor;
 mod fold;
 mod persist;
+mod plot;
 mod sequential;
 mod summary;
 
 pub use extractor::FeatureExtractor;
 pub use fold::fold_batch_norms;
 pub use persist::{load_model, save_model, ModelFile};
+pub use plot::{plot_model, to_dot, to_svg, PlotOptions, RankDir};
 pub use sequential::{ModelSpec, Sequential};
 pub use summary::{group_thousands, summary, SummaryOptions};

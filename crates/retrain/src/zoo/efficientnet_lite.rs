@@ -441,6 +441,10 @@ impl Layer for MbConv {
         self.layers.clone()
     }
 
+    fn residual(&self) -> bool {
+        self.has_skip()
+    }
+
     fn with_sublayers(&self, layers: Vec<LayerRef>) -> Option<LayerRef> {
         let block = MbConv {
             base: LayerBase::new(Some(format!("{}_folded", self.name())), "mbconv"),
