@@ -41,6 +41,18 @@ impl Dense {
         )
     }
 
+    /// A named dense layer with a bias and the given activation (`fc1`, `predictions`, ...).
+    pub fn with_name(name: &str, units: usize, activation: ActivationKind) -> Self {
+        Self::from_config(
+            Some(name.to_string()),
+            DenseConfig {
+                units,
+                activation,
+                use_bias: true,
+            },
+        )
+    }
+
     /// A dense layer from its configuration.
     pub fn from_config(name: Option<String>, config: DenseConfig) -> Self {
         Dense {

@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::layers::{
-    ActivationKind, Dense, DenseConfig, Dropout, Flatten, GlobalAveragePooling2d,
-    GlobalMaxPooling2d, Layer, LayerRef, Preprocess,
+    ActivationKind, Dense, Dropout, Flatten, GlobalAveragePooling2d, GlobalMaxPooling2d, Layer,
+    LayerRef, Preprocess,
 };
 use crate::model::Sequential;
 use crate::train::features::execution_layers;
@@ -87,25 +87,19 @@ pub fn transfer_model(
     };
     model.add(pooling)?;
     if let Some(width) = head.hidden {
-        model.add(Arc::new(Dense::from_config(
-            Some("hidden".into()),
-            DenseConfig {
-                units: width,
-                activation: ActivationKind::Relu,
-                use_bias: true,
-            },
+        model.add(Arc::new(Dense::with_name(
+            "hidden",
+            width,
+            ActivationKind::Relu,
         )))?;
     }
     if head.dropout > 0.0 {
         model.add(Arc::new(Dropout::new(None, head.dropout)))?;
     }
-    model.add(Arc::new(Dense::from_config(
-        Some("predictions".into()),
-        DenseConfig {
-            units: classes,
-            activation: ActivationKind::Linear,
-            use_bias: true,
-        },
+    model.add(Arc::new(Dense::with_name(
+        "predictions",
+        classes,
+        ActivationKind::Linear,
     )))?;
     Ok((model, pretrained))
 }

@@ -5,8 +5,8 @@ use super::{add_pooling, input_shape, Interpolation, PretrainedConfig, ZooEntry,
 use crate::error::{Error, Result};
 use crate::layers::{
     Activation, ActivationKind, Batch, BatchNorm, BatchNormConfig, Context, Conv2d, Conv2dConfig,
-    Dense, DenseConfig, Dropout, GlobalAveragePooling2d, Layer, LayerBase, LayerKind, LayerRef,
-    LayerSpec, Padding, PreprocessMode,
+    Dense, Dropout, GlobalAveragePooling2d, Layer, LayerBase, LayerKind, LayerRef, LayerSpec,
+    Padding, PreprocessMode,
 };
 use crate::model::Sequential;
 use crate::shape::Shape;
@@ -236,13 +236,10 @@ fn efficientnet_lite(variant: &Variant, options: &ZooOptions) -> Result<Sequenti
         )?;
         add(
             &mut model,
-            Dense::from_config(
-                named("predictions"),
-                DenseConfig {
-                    units: options.classes,
-                    activation: options.classifier_activation,
-                    use_bias: true,
-                },
+            Dense::with_name(
+                "predictions",
+                options.classes,
+                options.classifier_activation,
             ),
         )?;
     } else {

@@ -3,8 +3,8 @@
 use super::{add_pooling, input_shape, Interpolation, PretrainedConfig, ZooEntry, ZooOptions};
 use crate::error::Result;
 use crate::layers::{
-    ActivationKind, Conv2d, Conv2dConfig, Dense, DenseConfig, Flatten, MaxPool2d, Padding,
-    PoolConfig, PreprocessMode,
+    ActivationKind, Conv2d, Conv2dConfig, Dense, Flatten, MaxPool2d, Padding, PoolConfig,
+    PreprocessMode,
 };
 use crate::model::Sequential;
 use std::sync::Arc;
@@ -73,22 +73,12 @@ fn vgg(name: &str, convs_per_block: &[usize], options: &ZooOptions) -> Result<Se
     if options.include_top {
         model.add(Arc::new(Flatten::new(Some("flatten".into()))))?;
         for fc in ["fc1", "fc2"] {
-            model.add(Arc::new(Dense::from_config(
-                Some(fc.into()),
-                DenseConfig {
-                    units: 4096,
-                    activation: ActivationKind::Relu,
-                    use_bias: true,
-                },
-            )))?;
+            model.add(Arc::new(Dense::with_name(fc, 4096, ActivationKind::Relu)))?;
         }
-        model.add(Arc::new(Dense::from_config(
-            Some("predictions".into()),
-            DenseConfig {
-                units: options.classes,
-                activation: options.classifier_activation,
-                use_bias: true,
-            },
+        model.add(Arc::new(Dense::with_name(
+            "predictions",
+            options.classes,
+            options.classifier_activation,
         )))?;
     } else {
         add_pooling(&mut model, options.pooling, false)?;
