@@ -84,9 +84,14 @@ impl Reporter {
                 if let Some((_, bar)) = self.bar.take() {
                     bar.finish_and_clear();
                 }
+                let took = if m.seconds < 1.0 {
+                    format!("{:.0}ms", m.seconds * 1000.0)
+                } else {
+                    format!("{:.1}s", m.seconds)
+                };
                 println!(
-                    "Epoch {}/{} - {:.1}s - loss: {:.4} - accuracy: {:.4} - val_loss: {:.4} - val_accuracy: {:.4} - lr: {:.2e}",
-                    m.epoch, self.epochs, m.seconds, m.loss, m.accuracy, m.val_loss, m.val_accuracy, m.lr
+                    "Epoch {}/{} - {took} - loss: {:.4} - accuracy: {:.4} - val_loss: {:.4} - val_accuracy: {:.4} - lr: {:.2e}",
+                    m.epoch, self.epochs, m.loss, m.accuracy, m.val_loss, m.val_accuracy, m.lr
                 );
             }
             Event::Note(text) => {
