@@ -2,8 +2,9 @@
 
 use crate::data::image::{batch_tensor, load_for_model};
 use crate::error::{Error, Result};
-use crate::layers::ActivationKind;
+use crate::layers::{ActivationKind, Batch};
 use crate::model::Sequential;
+use crate::train::features::batch_to_rows;
 use crate::zoo::PretrainedConfig;
 use burn::tensor::{activation::softmax, Device};
 use std::path::{Path, PathBuf};
@@ -88,13 +89,8 @@ pub fn classify_files(
                 ActivationKind::Softmax => out,
                 _ => softmax(out, 1),
             };
-            let classes = out.dims()[1];
-            let flat: Vec<f32> = out
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default();
-            flat.chunks(classes).map(<[f32]>::to_vec).collect()
+            let (dims, flat) = batch_to_rows(Batch::Vectors(out));
+            flat.chunks(dims[0]).map(<[f32]>::to_vec).collect()
         }
         .into_iter();
         for (path, r) in decoded {

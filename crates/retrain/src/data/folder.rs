@@ -76,6 +76,14 @@ pub fn class_folders(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>> {
     Ok(classes)
 }
 
+/// The `val/` (or `validation/`) folder of a data set, if it has one.
+fn validation_folder(root: &Path) -> Option<PathBuf> {
+    ["val", "validation"]
+        .iter()
+        .map(|n| root.join(n))
+        .find(|p| p.is_dir())
+}
+
 fn samples(
     classes: &[(String, Vec<PathBuf>)],
     names: &[String],
@@ -126,16 +134,12 @@ impl ImageFolder {
         }
         let train_dir = root.join("train");
         if train_dir.is_dir() {
-            let val_dir = ["val", "validation"]
-                .iter()
-                .map(|n| root.join(n))
-                .find(|p| p.is_dir())
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "'{}' has train/ but no val/ or validation/ folder",
-                        root.display()
-                    ))
-                })?;
+            let val_dir = validation_folder(root).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "'{}' has train/ but no val/ or validation/ folder",
+                    root.display()
+                ))
+            })?;
             let train = class_folders(&train_dir)?;
             check_classes(&train_dir, &train)?;
             let class_names: Vec<String> = train.iter().map(|(n, _)| n.clone()).collect();
@@ -182,11 +186,7 @@ impl ImageFolder {
     /// Every file of a folder of class folders (or of its `val/` split), labelled by the given
     /// class names: for evaluating a trained model on new data.
     pub fn labelled_files(dir: &Path, class_names: &[String]) -> Result<Vec<Sample>> {
-        let dir = ["val", "validation"]
-            .iter()
-            .map(|n| dir.join(n))
-            .find(|p| p.is_dir())
-            .unwrap_or_else(|| dir.to_path_buf());
+        let dir = validation_folder(dir).unwrap_or_else(|| dir.to_path_buf());
         samples(&class_folders(&dir)?, class_names, &dir)
     }
 }

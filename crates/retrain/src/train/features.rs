@@ -118,8 +118,9 @@ impl CacheFile {
 /// Bump when decoding, resizing or cropping code changes what a cached row holds.
 const CACHE_FORMAT: u32 = 2;
 
-/// A key over everything a cached prefix output depends on.
-pub fn cache_key(prefix: &[LayerRef], files: &[PathBuf], view: &str, device: &Device) -> u64 {
+/// A fingerprint of the prefix: its architecture, its weights and how images are prepared
+/// (`view`). It reads every prefix weight, so compute it once per training run.
+pub fn prefix_fingerprint(prefix: &[LayerRef], view: &str, device: &Device) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     CACHE_FORMAT.hash(&mut h);
     view.hash(&mut h);
@@ -135,6 +136,14 @@ pub fn cache_key(prefix: &[LayerRef], files: &[PathBuf], view: &str, device: &De
             (v.path(), bits).hash(&mut h);
         }
     }
+    h.finish()
+}
+
+/// A key over everything a cached prefix output depends on: the prefix fingerprint and the
+/// image files (path, size, modification time).
+pub fn cache_key(prefix_fingerprint: u64, files: &[PathBuf]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    prefix_fingerprint.hash(&mut h);
     for f in files {
         f.hash(&mut h);
         if let Ok(meta) = std::fs::metadata(f) {

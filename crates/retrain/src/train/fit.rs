@@ -1,7 +1,8 @@
 //! The training loop.
 
 use super::features::{
-    cache_key, execution_layers, frozen_prefix_len, run_layers, CacheFile, FeatureStore,
+    cache_key, execution_layers, frozen_prefix_len, prefix_fingerprint, run_layers, CacheFile,
+    FeatureStore,
 };
 use super::optimizer::{Optimizer, OptimizerKind};
 use super::run::{ResumeState, RunDir};
@@ -313,17 +314,13 @@ pub fn fit(
     )));
 
     let prefix_started = Instant::now();
+    let fingerprint =
+        run.map(|_| prefix_fingerprint(&plan.prefix, &format!("{:?}", data.pretrained), device));
     let cached =
         |images: &[(Sample, RgbImage)], name: &str, on_event: &mut dyn FnMut(Event) -> Flow| {
             let files: Vec<_> = images.iter().map(|(s, _)| s.path.clone()).collect();
-            let cache = run.map(|r| {
-                let key = cache_key(
-                    &plan.prefix,
-                    &files,
-                    &format!("{:?}", data.pretrained),
-                    device,
-                );
-                CacheFile::new(&r.cache_dir(), name, key)
+            let cache = run.zip(fingerprint).map(|(r, fingerprint)| {
+                CacheFile::new(&r.cache_dir(), name, cache_key(fingerprint, &files))
             });
             let input = |i: usize| center_view(&images[i].1, data.pretrained);
             let total = images.len();
