@@ -1,25 +1,9 @@
 //! The `retrain` binary as a user runs it.
 
+mod common;
+
+use common::{retrain, shared, stdout, tiny_folder};
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn shared(relative: &str) -> PathBuf {
-    std::env::var_os("RETRAIN_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
-        .join(relative)
-}
-
-fn retrain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retrain"))
-        .args(args)
-        .output()
-        .expect("run retrain")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn summary_prints_keras_totals() {
@@ -137,28 +121,6 @@ fn predict_prints_top_classes_and_reports_bad_images() {
     ]));
     assert!(text.contains("class 310"), "{text}");
     assert_eq!(text.lines().count(), 6, "file line plus the top 5:\n{text}");
-}
-
-/// A small two-class folder: red-dominant vs blue-dominant pictures, 6 per class and split.
-fn tiny_folder(root: &std::path::Path) {
-    for split in ["train", "val"] {
-        for (class, color) in [("blue", [30u8, 60, 220]), ("red", [220u8, 50, 30])] {
-            let dir = root.join(split).join(class);
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..6u32 {
-                let img = image::RgbImage::from_fn(96, 80, |x, y| {
-                    let n = ((x * 5 + y * 3 + i * 17) % 40) as u8;
-                    image::Rgb([
-                        color[0].saturating_add(n),
-                        color[1].saturating_add(n),
-                        color[2].saturating_add(n),
-                    ])
-                });
-                img.save(dir.join(format!("{i}.png"))).unwrap();
-            }
-        }
-    }
-    std::fs::write(root.join("train/red/notes.txt"), "not an image").unwrap();
 }
 
 #[test]
@@ -296,4 +258,37 @@ fn fit_evaluate_predict_extract_and_resume_from_the_command_line() {
         .unwrap()
         .contains("red"));
     let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn extract_on_the_broken_image_set_reports_what_it_skipped() {
+    let broken =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../retrain/tests/data/images/broken");
+    let output = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("broken-{}.safetensors", std::process::id()));
+    let weights = shared("weights/efficientnet-lite0-57934424.pth");
+    let out = retrain(&[
+        "extract",
+        broken.to_str().unwrap(),
+        "--base",
+        "efficientnet_lite0",
+        "--weights",
+        weights.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("skipped 5 image file(s)"), "{text}");
+    for name in [
+        "empty.jpg",
+        "truncated.jpg",
+        "bomb.png",
+        "corrupt_header.jpg",
+        "not_an_image.jpg",
+    ] {
+        assert!(text.contains(name), "{name} not reported: {text}");
+    }
+    assert!(text.contains("9 images -> features [9, 1280]"), "{text}");
+    let _ = std::fs::remove_file(&output);
 }

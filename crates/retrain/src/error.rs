@@ -41,12 +41,12 @@ pub enum Error {
     #[error("image '{path}': {message}")]
     Image { path: PathBuf, message: String },
 
-    /// A file could not be read or written.
-    #[error("'{path}': {source}")]
+    /// A file could not be read or written. (The OS error is part of the message, not a
+    /// `source`, so error chains print it once.)
+    #[error("'{path}': {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A request that does not fit the model or the zoo (unknown name, bad option).
@@ -67,7 +67,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

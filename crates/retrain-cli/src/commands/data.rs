@@ -7,13 +7,13 @@ use retrain::data::folder::{decode_samples, Sample};
 use retrain::zoo::PretrainedConfig;
 
 /// Decode samples in parallel with a progress bar; list skipped files once with their reason;
-/// fail when a class has no usable image.
+/// fail when a class has no usable image. Returns the usable samples and how many were skipped.
 pub fn decode(
     what: &str,
     samples: &[Sample],
     class_names: &[String],
     config: &PretrainedConfig,
-) -> Result<Vec<(Sample, RgbImage)>> {
+) -> Result<(Vec<(Sample, RgbImage)>, usize)> {
     let bar = ProgressBar::new(samples.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} {elapsed}")
@@ -37,5 +37,5 @@ pub fn decode(
             bail!("class '{name}' has no usable image in the {what} data");
         }
     }
-    Ok(set.items)
+    Ok((set.items, set.skipped.len()))
 }

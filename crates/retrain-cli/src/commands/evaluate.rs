@@ -34,7 +34,7 @@ pub fn run(args: EvaluateArgs) -> Result<ExitCode> {
         .pretrained
         .context("the run's model.json has no pretrained config")?;
     let samples = ImageFolder::labelled_files(&args.data, &file.class_names)?;
-    let items = decode("evaluation", &samples, &file.class_names, &pretrained)?;
+    let (items, _) = decode("evaluation", &samples, &file.class_names, &pretrained)?;
     let report = evaluate(
         &model,
         &items,

@@ -56,7 +56,7 @@ pub fn run(args: ExtractArgs) -> Result<ExitCode> {
         samples.extend(list.iter().cloned());
         splits.extend(std::iter::repeat_n(split, list.len()));
     }
-    let items = decode("images", &samples, &folder.class_names, &pretrained)?;
+    let (items, _) = decode("image", &samples, &folder.class_names, &pretrained)?;
     let images: Vec<_> = items.iter().map(|(_, img)| img.clone()).collect();
     let bar = ProgressBar::new(images.len() as u64);
     let (dims, features) = extract_features(

@@ -261,8 +261,8 @@ pub fn run(args: FitArgs) -> Result<ExitCode> {
         folder.train.len(),
         folder.val.len()
     );
-    let train = decode("training", &folder.train, &class_names, &pretrained)?;
-    let val = decode("validation", &folder.val, &class_names, &pretrained)?;
+    let (train, train_skipped) = decode("training", &folder.train, &class_names, &pretrained)?;
+    let (val, val_skipped) = decode("validation", &folder.val, &class_names, &pretrained)?;
     let [h, w] = pretrained.input_size;
     model.build(retrain::Shape::image(Some(h), Some(w), 3))?;
     let trainable: usize = model.trainable_variables().iter().map(|v| v.numel()).sum();
@@ -308,6 +308,12 @@ pub fn run(args: FitArgs) -> Result<ExitCode> {
             run_dir.path().display(),
             started.elapsed().as_secs_f64(),
             outcome.prefix_seconds
+        );
+    }
+    if train_skipped + val_skipped > 0 {
+        println!(
+            "skipped {} training and {} validation file(s) that are not usable images (listed above)",
+            train_skipped, val_skipped
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -40,11 +40,22 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
-    let orientation = decoder.orientation().map_err(|e| e.to_string())?;
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
+    let mut decoder = reader.into_decoder().map_err(reason)?;
+    let orientation = decoder.orientation().map_err(reason)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(reason)?;
     image.apply_orientation(orientation);
     Ok(image.to_rgb8())
+}
+
+/// Why a decode failed, in one line; over-limit images (decompression bombs) say which limit.
+fn reason(error: image::ImageError) -> String {
+    match error {
+        image::ImageError::Limits(_) => format!(
+            "the image is larger than the decoding limits ({MAX_SIDE} pixels a side, {} MiB decoded)",
+            MAX_DECODE_BYTES >> 20
+        ),
+        other => other.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
+    }
 }
 
 fn filter(interpolation: Interpolation) -> FilterType {

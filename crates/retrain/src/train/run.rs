@@ -104,12 +104,16 @@ impl RunDir {
         .map(|_| ())
     }
 
-    /// Write the exact command line that started the run.
+    /// Record the exact command line: the one that started the run, then one line per resume.
     pub fn write_command(&self, args: &[String]) -> Result<()> {
-        write_atomic(
-            &self.path.join("command.txt"),
-            (args.join(" ") + "\n").as_bytes(),
-        )
+        let path = self.path.join("command.txt");
+        let mut text = match std::fs::read_to_string(&path) {
+            Ok(earlier) => earlier,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        text.push_str(&(args.join(" ") + "\n"));
+        write_atomic(&path, text.as_bytes())
     }
 
     /// Write history.csv and history.json.

@@ -176,6 +176,13 @@ pub fn load_pretrained(
             )))
         }
     };
-    crate::weights::load_into(&model, source.as_ref(), &map, device)?;
+    crate::weights::load_into(&model, source.as_ref(), &map, device).map_err(|e| match e {
+        Error::TensorShape { .. }
+        | Error::MissingTensor { .. }
+        | Error::UnexpectedTensors { .. } => {
+            Error::format(weights, format!("not weights for '{}': {e}", entry.name))
+        }
+        other => other,
+    })?;
     Ok(model)
 }
