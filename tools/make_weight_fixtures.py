@@ -10,6 +10,7 @@ that must be refused before anything runs.
 """
 import collections
 import io
+import json
 import os
 import pickle
 import struct
@@ -144,6 +145,43 @@ def write_lying_legacy(path):
         f.write(floats([1.0, 2.0]))
 
 
+def write_deep_zip(path, depth):
+    # data.pkl: `depth` nested lists, [[[...]]], built with EMPTY_LIST and APPEND opcodes only.
+    data = b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", data)
+        z.writestr("archive/version", "3\n")
+
+
+def safetensors(header, data=b"", declared_len=None):
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    length = len(raw) if declared_len is None else declared_len
+    return struct.pack("<Q", length) + raw + data
+
+
+def write_crafted_safetensors(out):
+    """Headers that lie: offsets past the end, negative and overflowing shapes, a huge declared
+    header, a deeply nested header."""
+    eight = floats([1.0, 2.0])
+    files = {
+        "offsets_past_end.safetensors": safetensors(
+            {"w": {"dtype": "F32", "shape": [1000], "data_offsets": [0, 4000]}}, eight),
+        "negative_shape.safetensors": safetensors(
+            {"w": {"dtype": "F32", "shape": [-1, 2], "data_offsets": [0, 8]}}, eight),
+        "overflowing_shape.safetensors": safetensors(
+            {"w": {"dtype": "F32", "shape": [2**62, 2**62, 16], "data_offsets": [0, 8]}}, eight),
+        "shape_and_size_disagree.safetensors": safetensors(
+            {"w": {"dtype": "F32", "shape": [1000, 1000], "data_offsets": [0, 8]}}, eight),
+        "huge_header.safetensors": safetensors(b"{}", declared_len=2**60),
+        "deep_nesting.safetensors": safetensors(
+            b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"extra":'
+            + b"[" * 50000 + b"]" * 50000 + b"}}", eight),
+    }
+    for name, data in files.items():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     write_zip(os.path.join(out, "linear_zip.pth"), state_dict())
@@ -156,6 +194,8 @@ def main(out):
     write_zip(os.path.join(out, "short_data_zip.pth"), big)
     with open(os.path.join(out, "eval_protocol4.pkl"), "wb") as f:
         f.write(dumps(collections.OrderedDict([("x", Evals())]), protocol=4))
+    write_deep_zip(os.path.join(out, "deep_nesting_zip.pth"), 50000)
+    write_crafted_safetensors(out)
 
 
 if __name__ == "__main__":

@@ -248,3 +248,23 @@ fn checkpoints_whose_sizes_lie_are_errors_not_crashes() {
         assert!(err.contains(file), "{err}");
     }
 }
+
+#[test]
+fn crafted_headers_and_deep_nesting_are_errors_not_crashes() {
+    for file in [
+        "offsets_past_end.safetensors",
+        "negative_shape.safetensors",
+        "overflowing_shape.safetensors",
+        "shape_and_size_disagree.safetensors",
+        "huge_header.safetensors",
+        "deep_nesting.safetensors",
+        "deep_nesting_zip.pth",
+    ] {
+        let outcome = weights::open(&data(file)).and_then(|source| {
+            let keys = source.keys();
+            keys.iter().try_for_each(|k| source.read(k).map(|_| ()))
+        });
+        let err = outcome.expect_err(file).to_string();
+        assert!(err.contains(file), "{err}");
+    }
+}
