@@ -145,7 +145,7 @@ pub fn run(args: FitArgs) -> Result<ExitCode> {
             Some(state),
         )
     } else {
-        if args.out.join("model.json").exists() {
+        if RunDir::has_started(&args.out) {
             bail!(
                 "'{}' already holds a run; use --resume to continue it or choose another --out",
                 args.out.display()
@@ -238,6 +238,7 @@ pub fn run(args: FitArgs) -> Result<ExitCode> {
         let run_dir = RunDir::create(&args.out)?;
         (model, pretrained, folder.class_names, config, run_dir, None)
     };
+    run_dir.remove_stale_temporaries()?;
     run_dir.write_command(&command)?;
 
     let folder = ImageFolder::scan(

@@ -17,6 +17,9 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// The resumable training state, written after every epoch.
+const STATE_FILE: &str = "state.json";
+
 /// Where a training run keeps its files.
 #[derive(Clone, Debug)]
 pub struct RunDir {
@@ -64,6 +67,27 @@ impl RunDir {
         Ok(RunDir {
             path: path.to_path_buf(),
         })
+    }
+
+    /// Delete temporary files that a killed writer left behind (`.NAME.tmp-PID`, see
+    /// [`write_atomic`]); call it only when this process is the run's one writer.
+    pub fn remove_stale_temporaries(&self) -> Result<usize> {
+        let entries = std::fs::read_dir(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Whether training has started in `path` (a checkpoint state exists), so a new run must
+    /// not overwrite it. A directory killed before its first checkpoint can simply be reused.
+    pub fn has_started(path: &Path) -> bool {
+        path.join(STATE_FILE).is_file()
     }
 
     /// The directory.
@@ -159,7 +183,7 @@ impl RunDir {
         let previous = std::mem::replace(&mut state.checkpoint, name);
         state.optimizer_step = step;
         let json = serde_json::to_vec_pretty(state).expect("state serializes");
-        write_atomic(&self.path.join("state.json"), &json)?;
+        write_atomic(&self.path.join(STATE_FILE), &json)?;
         if !previous.is_empty() && previous != state.checkpoint {
             let _ = std::fs::remove_file(self.path.join(previous));
         }
@@ -168,7 +192,7 @@ impl RunDir {
 
     /// The saved resume state, if a completed epoch was recorded.
     pub fn resume_state(&self) -> Result<Option<ResumeState>> {
-        let path = self.path.join("state.json");
+        let path = self.path.join(STATE_FILE);
         if !path.exists() {
             return Ok(None);
         }
