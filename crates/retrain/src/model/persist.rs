@@ -69,11 +69,19 @@ pub fn save_model(
 pub fn load_model(dir: &Path, device: &Device) -> Result<(Sequential, ModelFile)> {
     let json_path = dir.join("model.json");
     let text = std::fs::read_to_string(&json_path).map_err(|e| Error::io(&json_path, e))?;
-    let file: ModelFile = serde_json::from_str(&text)
-        .map_err(|e| Error::format(&json_path, format!("not a retrain model file: {e}")))?;
+    let (model, file) = model_from_json(&text, &json_path)?;
+    let weights = safetensors::SafetensorsFile::open(&dir.join("model.safetensors"))?;
+    load_into(&model, &weights, &NameMap::identity(&model), device)?;
+    Ok((model, file))
+}
+
+/// Rebuild the (weightless) model a `model.json` text describes; `origin` names it in errors.
+pub fn model_from_json(text: &str, origin: &Path) -> Result<(Sequential, ModelFile)> {
+    let file: ModelFile = serde_json::from_str(text)
+        .map_err(|e| Error::format(origin, format!("not a retrain model file: {e}")))?;
     if file.format != FORMAT || file.version != VERSION {
         return Err(Error::format(
-            &json_path,
+            origin,
             format!(
                 "format '{}' version {} is not '{FORMAT}' version {VERSION}, which this retrain reads",
                 file.format, file.version
@@ -84,7 +92,5 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<(Sequential, ModelFile)
     if let Some(input) = file.input {
         model.build(input)?;
     }
-    let weights = safetensors::SafetensorsFile::open(&dir.join("model.safetensors"))?;
-    load_into(&model, &weights, &NameMap::identity(&model), device)?;
     Ok((model, file))
 }

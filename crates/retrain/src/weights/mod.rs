@@ -23,6 +23,14 @@ pub trait TensorSource {
     fn shape(&self, key: &str) -> Option<Vec<usize>>;
     /// Values of one tensor as f32 (converted from f16 / bf16 / f64 where needed).
     fn read(&self, key: &str) -> Result<Vec<f32>>;
+
+    /// Read every tensor once, so a file whose data does not match its header fails here;
+    /// returns how many tensors there are.
+    fn verify(&self) -> Result<usize> {
+        let keys = self.keys();
+        keys.iter().try_for_each(|k| self.read(k).map(|_| ()))?;
+        Ok(keys.len())
+    }
 }
 
 /// How a source tensor becomes a variable's value.
