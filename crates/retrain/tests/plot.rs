@@ -65,3 +65,24 @@ fn expanded_efficientnet_shows_residual_adds_and_frozen_layers() {
         "a chain plus one skip edge per residual block"
     );
 }
+
+#[test]
+fn a_graph_model_plots_every_edge_of_its_wiring() {
+    use retrain::layers::{ActivationKind, Dense, LayerRef, Merge};
+    use retrain::model::{input, Apply, Sequential};
+    use retrain::Shape;
+    use std::sync::Arc;
+    let x = input(Shape::Vector(8));
+    let hidden: LayerRef = Arc::new(Dense::with_name("hidden", 8, ActivationKind::Relu));
+    let skip: LayerRef = Arc::new(Merge::add(Some("skip".into())));
+    let h = hidden.apply(&x).unwrap();
+    let s = skip.apply_to(&[&x, &h]).unwrap();
+    let model = Sequential::functional(Some("residual"), &x, &s).unwrap();
+    let dot = to_dot(&model, &PlotOptions::default());
+    assert_eq!(dot.matches(" -> ").count(), 3, "{dot}");
+    assert!(
+        dot.contains("n0 -> n1") && dot.contains("n0 -> n2") && dot.contains("n1 -> n2"),
+        "{dot}"
+    );
+    assert!(dot.contains("skip (Add)"), "{dot}");
+}

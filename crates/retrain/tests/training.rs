@@ -7,10 +7,10 @@ use common::scratch_dir;
 use image::{Rgb, RgbImage};
 use retrain::data::folder::{decode_samples, ImageFolder, SplitRule};
 use retrain::layers::{
-    ActivationKind, BatchNorm, Conv2d, Conv2dConfig, Dense, GlobalAveragePooling2d, Layer, Padding,
-    Preprocess, PreprocessMode,
+    ActivationKind, BatchNorm, Conv2d, Conv2dConfig, Dense, GlobalAveragePooling2d, Layer,
+    LayerRef, Merge, Padding, Preprocess, PreprocessMode,
 };
-use retrain::model::Sequential;
+use retrain::model::{input, Apply, Sequential};
 use retrain::train::evaluate::evaluate;
 use retrain::train::report::{confusion_png, curves_png};
 use retrain::train::run::RunDir;
@@ -82,6 +82,23 @@ fn model() -> Sequential {
         .unwrap();
     model.add(Arc::new(Dense::new(2).named("head"))).unwrap();
     model
+}
+
+/// The same frozen base inside a functional graph whose head has a skip connection:
+/// input -> preprocess -> base -> GAP -> hidden (relu) -> add(GAP, hidden) -> head.
+fn graph_model() -> Sequential {
+    let stacked = model();
+    let x = input(Shape::image(Some(32), Some(32), 3));
+    let mut features = x.clone();
+    for layer in &stacked.layers()[..3] {
+        features = layer.apply(&features).unwrap();
+    }
+    let hidden: LayerRef = Arc::new(Dense::with_name("hidden", 8, ActivationKind::Relu));
+    let skip: LayerRef = Arc::new(Merge::add(Some("skip".into())));
+    let h = hidden.apply(&features).unwrap();
+    let s = skip.apply_to(&[&features, &h]).unwrap();
+    let y = stacked.layers()[3].apply(&s).unwrap();
+    Sequential::functional(Some("graph_classifier"), &x, &y).unwrap()
 }
 
 fn dense_weights(model: &Sequential) -> Vec<f32> {
@@ -197,6 +214,41 @@ fn cached_and_uncached_runs_end_with_the_same_weights() {
         last.val_accuracy >= 0.8,
         "the synthetic classes are easy: {last:?}"
     );
+    assert!(
+        last.loss < cached.history[0].loss,
+        "training lowers the loss"
+    );
+}
+
+#[test]
+fn a_graph_model_trains_with_its_frozen_prefix_cached() {
+    let data = data("graph");
+    let config = FitConfig {
+        epochs: 4,
+        batch_size: 5,
+        lr: 0.05,
+        seed: 11,
+        ..FitConfig::default()
+    };
+    let cached_model = graph_model();
+    assert!(cached_model.is_graph());
+    let cached = run(&cached_model, &data, &config, None, None);
+    let uncached_model = graph_model();
+    let uncached = run(
+        &uncached_model,
+        &data,
+        &FitConfig {
+            cache: false,
+            ..config.clone()
+        },
+        None,
+        None,
+    );
+    for (x, y) in cached.history.iter().zip(&uncached.history) {
+        assert!((x.loss - y.loss).abs() < 1e-5 && (x.val_loss - y.val_loss).abs() < 1e-5);
+    }
+    let last = cached.history.last().unwrap();
+    assert!(last.val_accuracy >= 0.8, "{last:?}");
     assert!(
         last.loss < cached.history[0].loss,
         "training lowers the loss"

@@ -9,6 +9,7 @@ mod conv2d;
 mod dense;
 mod dropout;
 mod flatten;
+mod merge;
 mod pooling;
 mod preprocess;
 
@@ -18,6 +19,7 @@ pub use conv2d::{Conv2d, Conv2dConfig};
 pub use dense::{Dense, DenseConfig};
 pub use dropout::Dropout;
 pub use flatten::Flatten;
+pub use merge::{Merge, MergeKind};
 pub use pooling::{AvgPool2d, GlobalAveragePooling2d, GlobalMaxPooling2d, MaxPool2d, PoolConfig};
 pub use preprocess::{Preprocess, PreprocessMode, Rescaling};
 
@@ -210,6 +212,29 @@ pub trait Layer: Send + Sync {
     /// Run the layer on a batch.
     fn forward(&self, x: Batch, ctx: &mut Context) -> Result<Batch>;
 
+    /// Shape inference over the inputs of a graph node: merge layers take several, every other
+    /// layer exactly one.
+    fn setup_inputs(&self, inputs: &[Shape]) -> Result<Shape> {
+        match inputs {
+            [one] => self.setup(*one),
+            _ => Err(Error::shape(
+                self.name(),
+                format!("takes one input, got {}", inputs.len()),
+            )),
+        }
+    }
+
+    /// Run a graph node on its inputs (see [`Layer::setup_inputs`]).
+    fn forward_inputs(&self, xs: Vec<Batch>, ctx: &mut Context) -> Result<Batch> {
+        match <[Batch; 1]>::try_from(xs) {
+            Ok([x]) => self.forward(x, ctx),
+            Err(xs) => Err(Error::shape(
+                self.name(),
+                format!("takes one input, got {}", xs.len()),
+            )),
+        }
+    }
+
     /// The serializable description this layer can be rebuilt from.
     fn spec(&self) -> LayerSpec;
 
@@ -311,8 +336,15 @@ pub trait Layer: Send + Sync {
 
     /// Build for `input` (setup plus recording the shapes for summaries).
     fn build(&self, input: Shape) -> Result<Shape> {
-        let output = self.setup(input)?;
-        *self.base().io.write().expect("layer lock") = Some((input, output));
+        self.build_inputs(&[input])
+    }
+
+    /// Build a graph node for its inputs; the first input's shape is the one recorded.
+    fn build_inputs(&self, inputs: &[Shape]) -> Result<Shape> {
+        let output = self.setup_inputs(inputs)?;
+        if let Some(&first) = inputs.first() {
+            *self.base().io.write().expect("layer lock") = Some((first, output));
+        }
         Ok(output)
     }
 
@@ -392,6 +424,9 @@ pub enum LayerKind {
     Activation { activation: ActivationKind },
     Preprocess { mode: PreprocessMode },
     Rescaling { scale: f64, offset: f64 },
+    Add,
+    Multiply,
+    Concatenate,
     MbConv(crate::zoo::efficientnet_lite::MbConvConfig),
     Model(crate::model::ModelSpec),
 }
@@ -415,6 +450,9 @@ impl LayerSpec {
             LayerKind::Rescaling { scale, offset } => {
                 Arc::new(Rescaling::new(name, *scale, *offset))
             }
+            LayerKind::Add => Arc::new(Merge::add(name)),
+            LayerKind::Multiply => Arc::new(Merge::multiply(name)),
+            LayerKind::Concatenate => Arc::new(Merge::concatenate(name)),
             LayerKind::MbConv(c) => Arc::new(crate::zoo::efficientnet_lite::MbConv::from_config(
                 name,
                 c.clone(),

@@ -1,8 +1,9 @@
-//! Models: a Sequential of named layers (which is itself a layer, so models nest), its
-//! Keras-style summary, and retrain's own model files.
+//! Models: a Sequential of named layers or a functional graph of them (a model is itself a
+//! layer, so models nest), its Keras-style summary and plot, and retrain's own model files.
 
 mod extractor;
 mod fold;
+mod functional;
 mod persist;
 mod plot;
 mod sequential;
@@ -10,7 +11,8 @@ mod summary;
 
 pub use extractor::FeatureExtractor;
 pub use fold::fold_batch_norms;
-pub use persist::{load_model, save_model, ModelFile};
+pub use functional::{input, Apply, SymbolicTensor};
+pub use persist::{load_model, model_from_json, save_model, ModelFile};
 pub use plot::{plot_model, to_dot, to_svg, PlotOptions, RankDir};
-pub use sequential::{ModelSpec, Sequential};
+pub use sequential::{ModelSpec, Segment, Sequential, INPUT_NAME};
 pub use summary::{group_thousands, summary, SummaryOptions};

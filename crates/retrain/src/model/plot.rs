@@ -2,7 +2,7 @@
 //! SVG and PNG). Frozen layers are drawn grey, trainable ones blue; residual connections of blocks
 //! appear as an `Add` node with its skip edge when blocks are expanded.
 
-use super::Sequential;
+use super::{Sequential, INPUT_NAME};
 use crate::draw::{Canvas, BLACK};
 use crate::error::{Error, Result};
 use crate::layers::{Layer, LayerRef};
@@ -48,12 +48,12 @@ struct Graph {
 }
 
 impl Graph {
-    fn push(&mut self, node: Node, from: Option<usize>) -> usize {
+    /// Add a node fed by `sources`.
+    fn push(&mut self, node: Node, sources: &[Option<usize>]) -> usize {
         self.nodes.push(node);
         let id = self.nodes.len() - 1;
-        if let Some(from) = from {
-            self.edges.push((from, id));
-        }
+        self.edges
+            .extend(sources.iter().flatten().map(|&from| (from, id)));
         id
     }
 }
@@ -78,37 +78,47 @@ fn node(layer: &dyn Layer, options: &PlotOptions) -> Node {
     Node { lines, frozen }
 }
 
-fn walk(
-    layers: &[LayerRef],
+/// Draw a model's layers fed from `input`, following its wiring; returns the output node.
+fn walk_model(
+    model: &Sequential,
     graph: &mut Graph,
-    mut prev: Option<usize>,
+    input: Option<usize>,
     options: &PlotOptions,
 ) -> Option<usize> {
-    for layer in layers {
-        let subs = layer.sublayers();
-        prev = if options.expand_nested && !subs.is_empty() {
-            let block_input = prev;
-            let last = walk(&subs, graph, prev, options);
-            if layer.residual() {
-                let add = graph.push(
-                    Node {
-                        lines: vec![format!("{}_add (Add)", layer.name())],
-                        frozen: None,
-                    },
-                    last,
-                );
-                if let Some(input) = block_input {
-                    graph.edges.push((input, add));
-                }
-                Some(add)
-            } else {
-                last
-            }
-        } else {
-            Some(graph.push(node(layer.as_ref(), options), prev))
-        };
+    let mut outputs = vec![input];
+    for (i, layer) in model.layers().iter().enumerate() {
+        let sources: Vec<Option<usize>> = model.inbound(i).iter().map(|&j| outputs[j]).collect();
+        outputs.push(walk_layer(layer, graph, &sources, options));
     }
-    prev
+    outputs.pop().flatten()
+}
+
+/// Draw one layer (expanded into its parts when asked) fed by `sources`.
+fn walk_layer(
+    layer: &LayerRef,
+    graph: &mut Graph,
+    sources: &[Option<usize>],
+    options: &PlotOptions,
+) -> Option<usize> {
+    let subs = layer.sublayers();
+    if !options.expand_nested || subs.is_empty() {
+        return Some(graph.push(node(layer.as_ref(), options), sources));
+    }
+    let block_input = sources.first().copied().flatten();
+    if let Some(model) = layer.as_model() {
+        return walk_model(model, graph, block_input, options);
+    }
+    let last = subs.iter().fold(block_input, |prev, sub| {
+        walk_layer(sub, graph, &[prev], options)
+    });
+    if !layer.residual() {
+        return last;
+    }
+    let add = Node {
+        lines: vec![format!("{}_add (Add)", layer.name())],
+        frozen: None,
+    };
+    Some(graph.push(add, &[last, block_input]))
 }
 
 fn graph(model: &Sequential, options: &PlotOptions) -> Graph {
@@ -117,7 +127,7 @@ fn graph(model: &Sequential, options: &PlotOptions) -> Graph {
         edges: Vec::new(),
     };
     let input = model.declared_input().map(|shape| {
-        let mut lines = vec!["input_layer (InputLayer)".to_string()];
+        let mut lines = vec![format!("{INPUT_NAME} (InputLayer)")];
         if options.show_shapes {
             lines.push(shape.to_string());
         }
@@ -126,10 +136,10 @@ fn graph(model: &Sequential, options: &PlotOptions) -> Graph {
                 lines,
                 frozen: None,
             },
-            None,
+            &[],
         )
     });
-    walk(model.layers(), &mut graph, input, options);
+    walk_model(model, &mut graph, input, options);
     graph
 }
 

@@ -1,4 +1,5 @@
-//! Sequential models with Keras-style surgery: add, pop, get a layer, reuse another model's layers.
+//! Models: a stack of layers with Keras-style surgery (add, pop, get a layer, reuse another
+//! model's layers), or a functional graph of them (see [`super::functional`]).
 
 use crate::error::{Error, Result};
 use crate::layers::{Batch, Context, Layer, LayerBase, LayerKind, LayerRef, LayerSpec};
@@ -7,7 +8,8 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// A stack of shared layers run one after the other.
+/// Shared layers run one after the other, or as a graph when the model was built functionally
+/// (Keras `Model(inputs, outputs)`, with merges and skip connections).
 ///
 /// A `Sequential` is a [`Layer`] too, so a whole pretrained base can sit in another model as one
 /// row (`vgg16 (Functional)`), and freezing it freezes everything inside.
@@ -16,7 +18,21 @@ pub struct Sequential {
     layers: Vec<LayerRef>,
     input: Option<Shape>,
     functional: bool,
+    /// For a graph: each layer's inbound tensors, 0 being the model input and k the output of
+    /// layer k - 1 (layers are in topological order). `None`: each takes the previous output.
+    wiring: Option<Vec<Vec<usize>>>,
 }
+
+/// One step of [`Sequential::chain_segments`].
+pub enum Segment {
+    /// A layer of the model, taking the previous step's output.
+    Layer(LayerRef),
+    /// A part of a graph, as a model of its own sharing the graph's layers.
+    Graph(LayerRef),
+}
+
+/// The name the model input goes by in graph wiring and summaries (Keras `input_layer`).
+pub const INPUT_NAME: &str = "input_layer";
 
 /// The serializable description of a [`Sequential`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,6 +43,9 @@ pub struct ModelSpec {
     pub functional: bool,
     /// The layers, in order.
     pub layers: Vec<LayerSpec>,
+    /// For a graph: the names of each layer's inbound layers ([`INPUT_NAME`] for the input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<Vec<Vec<String>>>,
 }
 
 impl Sequential {
@@ -37,6 +56,7 @@ impl Sequential {
             layers: Vec::new(),
             input: None,
             functional: false,
+            wiring: None,
         }
     }
 
@@ -66,9 +86,48 @@ impl Sequential {
         let mut model = Sequential::new(Some(name));
         model.input = spec.input;
         model.functional = spec.functional;
-        for layer in &spec.layers {
-            model.add(layer.instantiate()?)?;
+        let Some(inbound) = &spec.inbound else {
+            for layer in &spec.layers {
+                model.add(layer.instantiate()?)?;
+            }
+            return Ok(model);
+        };
+        let layers = spec
+            .layers
+            .iter()
+            .map(LayerSpec::instantiate)
+            .collect::<Result<Vec<_>>>()?;
+        let mut names: Vec<&str> = vec![INPUT_NAME];
+        let mut wiring = Vec::new();
+        if inbound.len() != layers.len() {
+            return Err(Error::Invalid(format!(
+                "model '{name}': {} layers but {} inbound lists",
+                layers.len(),
+                inbound.len()
+            )));
         }
+        for (layer, sources) in layers.iter().zip(inbound) {
+            let indexes = sources
+                .iter()
+                .map(|source| {
+                    names.iter().position(|n| n == source).ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "model '{name}': layer '{}' takes '{source}', which is not an earlier layer",
+                            layer.name()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if indexes.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "model '{name}': layer '{}' has no inputs",
+                    layer.name()
+                )));
+            }
+            wiring.push(indexes);
+            names.push(layer.name());
+        }
+        model.set_graph(layers, wiring)?;
         Ok(model)
     }
 
@@ -78,13 +137,154 @@ impl Sequential {
             input: self.input,
             functional: self.functional,
             layers: self.layers.iter().map(|l| l.spec()).collect(),
+            inbound: self.wiring.as_ref().map(|wiring| {
+                wiring
+                    .iter()
+                    .map(|sources| sources.iter().map(|&j| self.tensor_name(j)).collect())
+                    .collect()
+            }),
         }
+    }
+
+    /// Make this model the graph of `layers` wired by `wiring` (see the field), and build it
+    /// when the input is known. Chains become plain stacks.
+    pub(crate) fn set_graph(
+        &mut self,
+        layers: Vec<LayerRef>,
+        wiring: Vec<Vec<usize>>,
+    ) -> Result<()> {
+        for (i, layer) in layers.iter().enumerate() {
+            if layers[..i].iter().any(|l| l.name() == layer.name()) || layer.name() == INPUT_NAME {
+                return Err(Error::Invalid(format!(
+                    "model '{}' has two layers named '{}'",
+                    self.name(),
+                    layer.name()
+                )));
+            }
+        }
+        let chain = wiring.iter().enumerate().all(|(i, w)| w[..] == [i]);
+        self.layers = layers;
+        self.wiring = (!chain).then_some(wiring);
+        if let Some(input) = self.declared_input() {
+            self.build(input)?;
+        }
+        Ok(())
+    }
+
+    /// The model as a chain of steps for layer-by-layer execution (frozen prefixes, caching,
+    /// intermediate outputs): stacked layers stay themselves; the parts of a graph between
+    /// points where a single tensor carries everything become sub-graphs.
+    pub fn chain_segments(&self) -> Vec<Segment> {
+        let Some(wiring) = &self.wiring else {
+            return self.layers.iter().cloned().map(Segment::Layer).collect();
+        };
+        // Tensor b is a cut when no layer from b on reads a tensor older than b.
+        let n = self.layers.len();
+        let mut earliest_read = vec![usize::MAX; n + 1];
+        for i in (0..n).rev() {
+            let min = wiring[i].iter().copied().min().unwrap_or(i);
+            earliest_read[i] = earliest_read[i + 1].min(min);
+        }
+        let mut cuts: Vec<usize> = (0..n).filter(|&b| earliest_read[b] >= b).collect();
+        cuts.push(n);
+        cuts.windows(2)
+            .map(|w| {
+                let (from, to) = (w[0], w[1]);
+                if to == from + 1 && wiring[from][..] == [from] {
+                    return Segment::Layer(self.layers[from].clone());
+                }
+                let mut part = Sequential::new(Some(&format!(
+                    "{}..{}",
+                    self.layers[from].name(),
+                    self.layers[to - 1].name()
+                )));
+                part.functional = true;
+                part.layers = self.layers[from..to].to_vec();
+                part.wiring = Some(
+                    wiring[from..to]
+                        .iter()
+                        .map(|sources| sources.iter().map(|&j| j - from).collect())
+                        .collect(),
+                );
+                Segment::Graph(Arc::new(part))
+            })
+            .collect()
+    }
+
+    /// Whether the layers form a graph (merges, skips) rather than a stack.
+    pub fn is_graph(&self) -> bool {
+        self.wiring.is_some()
+    }
+
+    /// The tensors feeding layer `i`: 0 for the model input, k for the output of layer k - 1.
+    pub fn inbound(&self, i: usize) -> Vec<usize> {
+        match &self.wiring {
+            Some(wiring) => wiring[i].clone(),
+            None => vec![i],
+        }
+    }
+
+    /// The names of the tensors feeding layer `i`: [`INPUT_NAME`] or earlier layers' names.
+    pub fn inbound_names(&self, i: usize) -> Vec<String> {
+        self.inbound(i)
+            .into_iter()
+            .map(|j| self.tensor_name(j))
+            .collect()
+    }
+
+    fn tensor_name(&self, j: usize) -> String {
+        match j {
+            0 => INPUT_NAME.to_string(),
+            k => self.layers[k - 1].name().to_string(),
+        }
+    }
+
+    /// Evaluate the layers on `input` in order, each on its inbound values: shapes for shape
+    /// inference, batches for a forward pass. Values are dropped after their last use.
+    fn run_graph<T: Clone>(
+        &self,
+        input: T,
+        mut step: impl FnMut(&LayerRef, Vec<T>) -> Result<T>,
+    ) -> Result<T> {
+        let Some(wiring) = &self.wiring else {
+            return self
+                .layers
+                .iter()
+                .try_fold(input, |x, layer| step(layer, vec![x]));
+        };
+        let mut last_use = vec![0; self.layers.len() + 1];
+        for (i, sources) in wiring.iter().enumerate() {
+            for &j in sources {
+                last_use[j] = i;
+            }
+        }
+        let mut values: Vec<Option<T>> = vec![None; self.layers.len() + 1];
+        values[0] = Some(input);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let xs = wiring[i]
+                .iter()
+                .map(|&j| values[j].clone().expect("wiring is topological"))
+                .collect();
+            for &j in &wiring[i] {
+                if last_use[j] == i {
+                    values[j] = None;
+                }
+            }
+            values[i + 1] = Some(step(layer, xs)?);
+        }
+        Ok(values.pop().flatten().expect("a graph has layers"))
     }
 
     /// Append a layer. When the input shape is known the new layer is built at once, so a
     /// shape mistake (Flatten after an unknown size, Dense on feature maps) is an error here and
     /// the model is left unchanged.
     pub fn add(&mut self, layer: LayerRef) -> Result<()> {
+        if self.is_graph() {
+            return Err(Error::Invalid(format!(
+                "model '{}' is a functional graph; build a new one with the functional API instead of add",
+                self.name()
+            )));
+        }
         if self.layers.iter().any(|l| l.name() == layer.name()) {
             return Err(Error::Invalid(format!(
                 "model '{}' already has a layer named '{}'",
@@ -102,8 +302,11 @@ impl Sequential {
         Ok(())
     }
 
-    /// Remove and return the last layer (Keras `model.pop()`).
+    /// Remove and return the last layer (Keras `model.pop()`); graphs have no last layer to pop.
     pub fn pop(&mut self) -> Option<LayerRef> {
+        if self.is_graph() {
+            return None;
+        }
         self.layers.pop()
     }
 
@@ -166,9 +369,7 @@ impl Sequential {
             }
         }
         // Shape inference on the concrete size: too-small images, lazy layers.
-        self.layers
-            .iter()
-            .try_fold(x.shape(), |shape, layer| layer.setup(shape))
+        self.run_graph(x.shape(), |layer, shapes| layer.setup_inputs(&shapes))
             .map(|_| ())
     }
 }
@@ -210,16 +411,12 @@ impl Layer for Sequential {
                 ));
             }
         }
-        self.layers
-            .iter()
-            .try_fold(input, |shape, layer| layer.build(shape))
+        self.run_graph(input, |layer, shapes| layer.build_inputs(&shapes))
     }
 
     fn forward(&self, x: Batch, ctx: &mut Context) -> Result<Batch> {
         self.check_batch(&x)?;
-        self.layers
-            .iter()
-            .try_fold(x, |x, layer| layer.forward(x, ctx))
+        self.run_graph(x, |layer, xs| layer.forward_inputs(xs, ctx))
     }
 
     fn sublayers(&self) -> Vec<LayerRef> {

@@ -17,6 +17,7 @@ struct Row {
     shape: String,
     params: usize,
     trainable: &'static str,
+    connected: String,
 }
 
 fn row(layer: &dyn Layer, depth: usize) -> Row {
@@ -37,6 +38,7 @@ fn row(layer: &dyn Layer, depth: usize) -> Row {
             (_, false) => "Y",
             (_, true) => "N",
         },
+        connected: String::new(),
     }
 }
 
@@ -54,21 +56,40 @@ fn input_row(model: &Sequential, depth: usize) -> Option<Row> {
         shape: shape.to_string(),
         params: 0,
         trainable: "-",
+        connected: "-".to_string(),
     })
 }
 
 fn collect(model: &Sequential, depth: usize, options: SummaryOptions, rows: &mut Vec<Row>) {
     rows.extend(input_row(model, depth));
-    collect_layers(model.layers(), depth, options, rows);
+    let connections: Vec<String> = (0..model.layers().len())
+        .map(|i| {
+            let names: Vec<String> = model
+                .inbound_names(i)
+                .iter()
+                .map(|n| format!("{n}[0][0]"))
+                .collect();
+            names.join(", ")
+        })
+        .collect();
+    collect_layers(model.layers(), &connections, depth, options, rows);
 }
 
-fn collect_layers(layers: &[LayerRef], depth: usize, options: SummaryOptions, rows: &mut Vec<Row>) {
-    for layer in layers {
-        rows.push(row(layer.as_ref(), depth));
+fn collect_layers(
+    layers: &[LayerRef],
+    connections: &[String],
+    depth: usize,
+    options: SummaryOptions,
+    rows: &mut Vec<Row>,
+) {
+    for (i, layer) in layers.iter().enumerate() {
+        let mut r = row(layer.as_ref(), depth);
+        r.connected = connections.get(i).cloned().unwrap_or_default();
+        rows.push(r);
         if options.expand_nested {
             match layer.as_model() {
                 Some(nested) => collect(nested, depth + 1, options, rows),
-                None => collect_layers(&layer.sublayers(), depth + 1, options, rows),
+                None => collect_layers(&layer.sublayers(), &[], depth + 1, options, rows),
             }
         }
     }
@@ -104,7 +125,12 @@ pub fn summary(model: &Sequential, options: SummaryOptions) -> String {
     let mut rows = Vec::new();
     collect(model, 0, options, &mut rows);
 
+    // Keras adds "Connected to" for graphs that are not a plain stack.
+    let connected = model.is_graph();
     let mut headers = vec!["Layer (type)", "Output Shape", "Param #"];
+    if connected {
+        headers.push("Connected to");
+    }
     if options.show_trainable {
         headers.push("Trainable");
     }
@@ -112,12 +138,16 @@ pub fn summary(model: &Sequential, options: SummaryOptions) -> String {
         .iter()
         .map(|r| {
             let mut c = vec![r.label.clone(), r.shape.clone(), group_thousands(r.params)];
+            if connected {
+                c.push(r.connected.clone());
+            }
             if options.show_trainable {
                 c.push(r.trainable.to_string());
             }
             c
         })
         .collect();
+    let centered = headers.len() - 1;
     let widths: Vec<usize> = (0..headers.len())
         .map(|i| {
             cells
@@ -133,12 +163,12 @@ pub fn summary(model: &Sequential, options: SummaryOptions) -> String {
         let parts: Vec<String> = widths.iter().map(|w| fill.repeat(*w)).collect();
         format!("{left}{}{right}\n", parts.join(mid))
     };
-    // Column i: 0 = left aligned, 2 = right aligned (numbers), 3 = centered.
+    // Parameter counts right aligned, the Trainable column centered, the rest left aligned.
     let cell = |i: usize, text: &str| {
         let w = widths[i] - 2;
         match i {
             2 => format!(" {text:>w$} "),
-            3 => format!(" {text:^w$} "),
+            i if i == centered && options.show_trainable => format!(" {text:^w$} "),
             _ => format!(" {text:<w$} "),
         }
     };

@@ -7,20 +7,24 @@
 
 use crate::error::{Error, Result};
 use crate::layers::{Batch, Context, LayerRef};
-use crate::model::Sequential;
+use crate::model::{Segment, Sequential};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-/// The layers of `model` in execution order, nested models expanded (blocks stay whole).
+/// The layers of `model` in execution order, nested models expanded (blocks stay whole, and so
+/// do the parts of a graph between its single-tensor cuts).
 pub fn execution_layers(model: &Sequential) -> Vec<LayerRef> {
     let mut out = Vec::new();
-    for layer in model.layers() {
-        match layer.as_model() {
-            Some(nested) => out.extend(execution_layers(nested)),
-            None => out.push(layer.clone()),
+    for segment in model.chain_segments() {
+        match segment {
+            Segment::Layer(layer) => match layer.as_model() {
+                Some(nested) => out.extend(execution_layers(nested)),
+                None => out.push(layer),
+            },
+            Segment::Graph(part) => out.push(part),
         }
     }
     out
