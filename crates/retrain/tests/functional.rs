@@ -168,3 +168,62 @@ fn merges_infer_shapes_and_mismatches_name_both_layers() {
     let out = model.forward(Batch::Maps(images), &mut ctx).unwrap();
     assert_eq!(out.dims(), [2, 10, 16, 16]);
 }
+
+/// The body rows of a Keras-style summary table, each as trimmed cells, and the totals lines.
+fn table(summary: &str) -> (Vec<Vec<String>>, Vec<String>) {
+    let rows = summary
+        .lines()
+        .filter(|l| l.starts_with('│'))
+        .map(|l| {
+            l.trim_matches('│')
+                .split('│')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect();
+    let totals = summary
+        .lines()
+        .filter(|l| l.contains(" params: "))
+        .map(|l| l.trim().to_string())
+        .collect();
+    (rows, totals)
+}
+
+fn keras_summary(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/keras")
+        .join(name);
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn summaries_agree_with_keras_row_for_row() {
+    // Written by tools/keras_functional_summaries.py with Keras 3.
+    let vgg = (zoo::entry("vgg16").unwrap().build)(&ZooOptions {
+        include_top: false,
+        input: Some([224, 224]),
+        ..ZooOptions::default()
+    })
+    .unwrap();
+    let input_ = input(Shape::image(Some(224), Some(224), 3));
+    let mut x = input_.clone();
+    for layer in vgg.layers() {
+        x = layer.apply(&x).unwrap();
+    }
+    let rebuilt = Sequential::functional(Some("rebuilt"), &input_, &x).unwrap();
+    for (ours, keras) in [
+        (
+            summary(&rebuilt, SummaryOptions::default()),
+            keras_summary("vgg16_functional.txt"),
+        ),
+        (
+            summary(&residual_model(), SummaryOptions::default()),
+            keras_summary("residual.txt"),
+        ),
+    ] {
+        let (our_rows, our_totals) = table(&ours);
+        let (keras_rows, keras_totals) = table(&keras);
+        assert_eq!(our_rows, keras_rows, "\n{ours}\n{keras}");
+        assert_eq!(our_totals, keras_totals);
+    }
+}
