@@ -227,3 +227,85 @@ fn summaries_agree_with_keras_row_for_row() {
         assert_eq!(our_totals, keras_totals);
     }
 }
+
+#[test]
+fn layers_inside_efficientnet_blocks_are_outputs_and_fine_tuning_points() {
+    let device = default_device();
+    let lite0 = (zoo::entry("efficientnet_lite0").unwrap().build)(&ZooOptions {
+        include_top: false,
+        input: Some([64, 64]),
+        ..ZooOptions::default()
+    })
+    .unwrap();
+    lite0.initialize(5, &device);
+    let names = [
+        "block6a_expand_conv",
+        "block2b_add",
+        "block2b",
+        "block6a_project_bn",
+        "block6a",
+        "top_activation",
+    ];
+    let extractor = lite0.feature_extractor(&names).unwrap();
+    let shapes: Vec<String> = extractor
+        .output_shapes()
+        .iter()
+        .map(|s| s.unwrap().to_string())
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            "(None, 4, 4, 672)",
+            "(None, 16, 16, 24)",
+            "(None, 16, 16, 24)",
+            "(None, 2, 2, 192)",
+            "(None, 2, 2, 192)",
+            "(None, 2, 2, 1280)"
+        ]
+    );
+    let images: Tensor<4> =
+        Tensor::random([2, 3, 64, 64], Distribution::Uniform(0.0, 255.0), &device);
+    let outputs: Vec<Vec<f32>> = extractor
+        .run(
+            Batch::Maps(images.clone()),
+            &mut Context::inference(&device),
+        )
+        .unwrap()
+        .into_iter()
+        .map(values)
+        .collect();
+    assert!(outputs[1] == outputs[2], "a residual block outputs its add");
+    assert!(
+        outputs[3] == outputs[4],
+        "a strided block ends at its project BN"
+    );
+    assert!(
+        outputs[5] == run(&lite0, Batch::Maps(images)),
+        "the last layer is the model output"
+    );
+
+    // Fine-tuning from a layer inside a block unfreezes the rest of that block and what follows.
+    lite0.set_trainable(false);
+    let first = retrain::train::head::unfreeze(
+        &lite0,
+        &retrain::train::head::Unfreeze::From("block6a_bn".into()),
+        false,
+    )
+    .unwrap();
+    assert_eq!(first, "block6a_bn");
+    let block = lite0.get_layer("block6a").unwrap();
+    let trainable: Vec<String> = block
+        .trainable_variables()
+        .iter()
+        .map(|v| v.path().to_string())
+        .collect();
+    assert!(
+        trainable[0] == "block6a_bn/gamma" && !trainable.iter().any(|p| p.contains("dwconv")),
+        "{trainable:?}"
+    );
+    assert!(lite0
+        .get_layer("block5c")
+        .unwrap()
+        .trainable_variables()
+        .is_empty());
+}

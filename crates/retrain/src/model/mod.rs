@@ -9,7 +9,7 @@ mod plot;
 mod sequential;
 mod summary;
 
-pub use extractor::FeatureExtractor;
+pub use extractor::{FeatureExtractor, LeafGraph};
 pub use fold::fold_batch_norms;
 pub use functional::{input, Apply, SymbolicTensor};
 pub use persist::{load_model, model_from_json, save_model, ModelFile};

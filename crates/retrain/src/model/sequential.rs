@@ -239,42 +239,6 @@ impl Sequential {
         }
     }
 
-    /// Evaluate the layers on `input` in order, each on its inbound values: shapes for shape
-    /// inference, batches for a forward pass. Values are dropped after their last use.
-    fn run_graph<T: Clone>(
-        &self,
-        input: T,
-        mut step: impl FnMut(&LayerRef, Vec<T>) -> Result<T>,
-    ) -> Result<T> {
-        let Some(wiring) = &self.wiring else {
-            return self
-                .layers
-                .iter()
-                .try_fold(input, |x, layer| step(layer, vec![x]));
-        };
-        let mut last_use = vec![0; self.layers.len() + 1];
-        for (i, sources) in wiring.iter().enumerate() {
-            for &j in sources {
-                last_use[j] = i;
-            }
-        }
-        let mut values: Vec<Option<T>> = vec![None; self.layers.len() + 1];
-        values[0] = Some(input);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let xs = wiring[i]
-                .iter()
-                .map(|&j| values[j].clone().expect("wiring is topological"))
-                .collect();
-            for &j in &wiring[i] {
-                if last_use[j] == i {
-                    values[j] = None;
-                }
-            }
-            values[i + 1] = Some(step(layer, xs)?);
-        }
-        Ok(values.pop().flatten().expect("a graph has layers"))
-    }
-
     /// Append a layer. When the input shape is known the new layer is built at once, so a
     /// shape mistake (Flatten after an unknown size, Dense on feature maps) is an error here and
     /// the model is left unchanged.
@@ -369,8 +333,13 @@ impl Sequential {
             }
         }
         // Shape inference on the concrete size: too-small images, lazy layers.
-        self.run_graph(x.shape(), |layer, shapes| layer.setup_inputs(&shapes))
-            .map(|_| ())
+        run_wired(
+            &self.layers,
+            self.wiring.as_deref(),
+            x.shape(),
+            |_, layer, shapes| layer.setup_inputs(&shapes),
+        )
+        .map(|_| ())
     }
 }
 
@@ -411,12 +380,19 @@ impl Layer for Sequential {
                 ));
             }
         }
-        self.run_graph(input, |layer, shapes| layer.build_inputs(&shapes))
+        run_wired(
+            &self.layers,
+            self.wiring.as_deref(),
+            input,
+            |_, layer, shapes| layer.build_inputs(&shapes),
+        )
     }
 
     fn forward(&self, x: Batch, ctx: &mut Context) -> Result<Batch> {
         self.check_batch(&x)?;
-        self.run_graph(x, |layer, xs| layer.forward_inputs(xs, ctx))
+        run_wired(&self.layers, self.wiring.as_deref(), x, |_, layer, xs| {
+            layer.forward_inputs(xs, ctx)
+        })
     }
 
     fn sublayers(&self) -> Vec<LayerRef> {
@@ -447,4 +423,42 @@ impl From<Sequential> for LayerRef {
     fn from(model: Sequential) -> Self {
         Arc::new(model)
     }
+}
+
+/// Evaluate `layers` on `input` in order, each on its inbound values (`wiring`, see
+/// [`Sequential`]; `None` for a chain): shapes for shape inference, batches for a forward pass.
+/// Values are dropped after their last use. Returns the last layer's value.
+pub(crate) fn run_wired<T: Clone>(
+    layers: &[LayerRef],
+    wiring: Option<&[Vec<usize>]>,
+    input: T,
+    mut step: impl FnMut(usize, &LayerRef, Vec<T>) -> Result<T>,
+) -> Result<T> {
+    let Some(wiring) = wiring else {
+        return layers
+            .iter()
+            .enumerate()
+            .try_fold(input, |x, (i, layer)| step(i, layer, vec![x]));
+    };
+    let mut last_use = vec![0; layers.len() + 1];
+    for (i, sources) in wiring.iter().enumerate() {
+        for &j in sources {
+            last_use[j] = i;
+        }
+    }
+    let mut values: Vec<Option<T>> = vec![None; layers.len() + 1];
+    values[0] = Some(input);
+    for (i, layer) in layers.iter().enumerate() {
+        let xs = wiring[i]
+            .iter()
+            .map(|&j| values[j].clone().expect("wiring is topological"))
+            .collect();
+        for &j in &wiring[i] {
+            if last_use[j] == i {
+                values[j] = None;
+            }
+        }
+        values[i + 1] = Some(step(i, layer, xs)?);
+    }
+    Ok(values.pop().flatten().expect("a graph has layers"))
 }

@@ -5,8 +5,7 @@ use crate::layers::{
     ActivationKind, Dense, Dropout, Flatten, GlobalAveragePooling2d, GlobalMaxPooling2d, Layer,
     LayerRef, Preprocess,
 };
-use crate::model::Sequential;
-use crate::train::features::execution_layers;
+use crate::model::{LeafGraph, Sequential};
 use crate::zoo::{self, Pooling, PretrainedConfig, ZooOptions};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -122,18 +121,13 @@ fn block_of(name: &str) -> Option<&str> {
 /// Unfreeze part of the model for fine-tuning; BatchNorm layers in it stay frozen (inference
 /// mode) when `freeze_batch_norm`. Returns the name of the first unfrozen layer.
 pub fn unfreeze(model: &Sequential, rule: &Unfreeze, freeze_batch_norm: bool) -> Result<String> {
-    let layers = execution_layers(model);
+    // Leaf layers, so a layer inside a block (`block6a_expand_conv`) is a valid starting point.
+    let graph = LeafGraph::of(model);
+    let layers = &graph.layers;
     let start = match rule {
-        Unfreeze::From(name) => layers
-            .iter()
-            .position(|l| l.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = layers.iter().map(|l| l.name()).collect();
-                Error::Invalid(format!(
-                    "no layer '{name}' to unfreeze from; the layers are: {}",
-                    names.join(", ")
-                ))
-            })?,
+        Unfreeze::From(name) => graph
+            .start_of(name)
+            .ok_or_else(|| graph.unknown(model.name(), name, "to unfreeze from"))?,
         Unfreeze::LastBlocks(n) => {
             let mut blocks: Vec<(&str, usize)> = Vec::new();
             for (i, l) in layers.iter().enumerate() {
