@@ -2,10 +2,10 @@
 //! SVG and PNG). Frozen layers are drawn grey, trainable ones blue; residual connections of blocks
 //! appear as an `Add` node with its skip edge when blocks are expanded.
 
-use super::{Sequential, INPUT_NAME};
+use super::{LeafGraph, Sequential, INPUT_NAME};
 use crate::draw::{Canvas, BLACK};
 use crate::error::{Error, Result};
-use crate::layers::{Layer, LayerRef};
+use crate::layers::Layer;
 use image::Rgb;
 use std::path::Path;
 
@@ -78,49 +78,6 @@ fn node(layer: &dyn Layer, options: &PlotOptions) -> Node {
     Node { lines, frozen }
 }
 
-/// Draw a model's layers fed from `input`, following its wiring; returns the output node.
-fn walk_model(
-    model: &Sequential,
-    graph: &mut Graph,
-    input: Option<usize>,
-    options: &PlotOptions,
-) -> Option<usize> {
-    let mut outputs = vec![input];
-    for (i, layer) in model.layers().iter().enumerate() {
-        let sources: Vec<Option<usize>> = model.inbound(i).iter().map(|&j| outputs[j]).collect();
-        outputs.push(walk_layer(layer, graph, &sources, options));
-    }
-    outputs.pop().flatten()
-}
-
-/// Draw one layer (expanded into its parts when asked) fed by `sources`.
-fn walk_layer(
-    layer: &LayerRef,
-    graph: &mut Graph,
-    sources: &[Option<usize>],
-    options: &PlotOptions,
-) -> Option<usize> {
-    let subs = layer.sublayers();
-    if !options.expand_nested || subs.is_empty() {
-        return Some(graph.push(node(layer.as_ref(), options), sources));
-    }
-    let block_input = sources.first().copied().flatten();
-    if let Some(model) = layer.as_model() {
-        return walk_model(model, graph, block_input, options);
-    }
-    let last = subs.iter().fold(block_input, |prev, sub| {
-        walk_layer(sub, graph, &[prev], options)
-    });
-    if !layer.residual() {
-        return last;
-    }
-    let add = Node {
-        lines: vec![format!("{}_add (Add)", layer.name())],
-        frozen: None,
-    };
-    Some(graph.push(add, &[last, block_input]))
-}
-
 fn graph(model: &Sequential, options: &PlotOptions) -> Graph {
     let mut graph = Graph {
         nodes: Vec::new(),
@@ -139,7 +96,21 @@ fn graph(model: &Sequential, options: &PlotOptions) -> Graph {
             &[],
         )
     });
-    walk_model(model, &mut graph, input, options);
+    // Expanded: the leaf layers of nested models and blocks, residual adds included.
+    let (layers, wiring) = if options.expand_nested {
+        let leaves = LeafGraph::of(model);
+        (leaves.layers, leaves.wiring)
+    } else {
+        let wiring = (0..model.layers().len())
+            .map(|i| model.inbound(i))
+            .collect();
+        (model.layers().to_vec(), wiring)
+    };
+    let mut tensors = vec![input];
+    for (layer, sources) in layers.iter().zip(&wiring) {
+        let sources: Vec<Option<usize>> = sources.iter().map(|&j| tensors[j]).collect();
+        tensors.push(Some(graph.push(node(layer.as_ref(), options), &sources)));
+    }
     graph
 }
 
