@@ -46,6 +46,8 @@ impl ActivationKind {
 pub struct Activation {
     base: LayerBase,
     kind: ActivationKind,
+    /// Shown and saved as Keras `ReLU(max_value)` rather than `Activation`.
+    relu_layer: bool,
 }
 
 impl Activation {
@@ -54,7 +56,26 @@ impl Activation {
         Activation {
             base: LayerBase::new(name, "activation"),
             kind,
+            relu_layer: false,
         }
+    }
+
+    /// Keras `ReLU(max_value)` (MobileNetV2's `ReLU(6.)`); `name` defaults to `re_lu`, ...
+    pub fn relu(name: Option<String>, max_value: Option<f64>) -> crate::error::Result<Self> {
+        let kind = match max_value {
+            None => ActivationKind::Relu,
+            Some(6.0) => ActivationKind::Relu6,
+            Some(m) => {
+                return Err(crate::error::Error::Invalid(format!(
+                    "ReLU max_value {m} is not supported (only none or 6)"
+                )))
+            }
+        };
+        Ok(Activation {
+            base: LayerBase::new(name, "re_lu"),
+            kind,
+            relu_layer: true,
+        })
     }
 }
 
@@ -63,7 +84,11 @@ impl Layer for Activation {
         &self.base
     }
     fn class_name(&self) -> &'static str {
-        "Activation"
+        if self.relu_layer {
+            "ReLU"
+        } else {
+            "Activation"
+        }
     }
     fn setup(&self, input: Shape) -> Result<Shape> {
         Ok(input)
@@ -75,8 +100,12 @@ impl Layer for Activation {
         LayerSpec {
             name: self.name().to_string(),
             trainable: self.trainable(),
-            kind: LayerKind::Activation {
-                activation: self.kind,
+            kind: match (self.relu_layer, self.kind) {
+                (true, ActivationKind::Relu6) => LayerKind::ReLU {
+                    max_value: Some(6.0),
+                },
+                (true, _) => LayerKind::ReLU { max_value: None },
+                (false, activation) => LayerKind::Activation { activation },
             },
         }
     }

@@ -12,6 +12,7 @@ mod flatten;
 mod merge;
 mod pooling;
 mod preprocess;
+mod zero_padding;
 
 pub use activation::{Activation, ActivationKind};
 pub use batch_norm::{BatchNorm, BatchNormConfig};
@@ -22,6 +23,7 @@ pub use flatten::Flatten;
 pub use merge::{Merge, MergeKind};
 pub use pooling::{AvgPool2d, GlobalAveragePooling2d, GlobalMaxPooling2d, MaxPool2d, PoolConfig};
 pub use preprocess::{Preprocess, PreprocessMode, Rescaling};
+pub use zero_padding::ZeroPadding2d;
 
 use crate::error::{Error, Result};
 use crate::shape::Shape;
@@ -420,10 +422,26 @@ pub enum LayerKind {
     GlobalAveragePooling2d,
     GlobalMaxPooling2d,
     Flatten,
-    Dropout { rate: f64 },
-    Activation { activation: ActivationKind },
-    Preprocess { mode: PreprocessMode },
-    Rescaling { scale: f64, offset: f64 },
+    Dropout {
+        rate: f64,
+    },
+    Activation {
+        activation: ActivationKind,
+    },
+    #[serde(rename = "relu")]
+    ReLU {
+        max_value: Option<f64>,
+    },
+    Preprocess {
+        mode: PreprocessMode,
+    },
+    Rescaling {
+        scale: f64,
+        offset: f64,
+    },
+    ZeroPadding2d {
+        padding: [(usize, usize); 2],
+    },
     Add,
     Multiply,
     Concatenate,
@@ -446,10 +464,12 @@ impl LayerSpec {
             LayerKind::Flatten => Arc::new(Flatten::new(name)),
             LayerKind::Dropout { rate } => Arc::new(Dropout::new(name, *rate)),
             LayerKind::Activation { activation } => Arc::new(Activation::new(name, *activation)),
+            LayerKind::ReLU { max_value } => Arc::new(Activation::relu(name, *max_value)?),
             LayerKind::Preprocess { mode } => Arc::new(Preprocess::new(name, mode.clone())),
             LayerKind::Rescaling { scale, offset } => {
                 Arc::new(Rescaling::new(name, *scale, *offset))
             }
+            LayerKind::ZeroPadding2d { padding } => Arc::new(ZeroPadding2d::new(name, *padding)),
             LayerKind::Add => Arc::new(Merge::add(name)),
             LayerKind::Multiply => Arc::new(Merge::multiply(name)),
             LayerKind::Concatenate => Arc::new(Merge::concatenate(name)),

@@ -56,6 +56,8 @@ fn fold_at(layers: &[LayerRef], i: usize, device: &Device) -> Result<Option<(Lay
         LayerKind::Activation { activation } if activation != ActivationKind::Softmax => {
             Some(activation)
         }
+        LayerKind::ReLU { max_value: None } => Some(ActivationKind::Relu),
+        LayerKind::ReLU { max_value: Some(_) } => Some(ActivationKind::Relu6),
         _ => None,
     });
     let conv_vars = conv.variables();

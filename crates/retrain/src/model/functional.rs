@@ -145,10 +145,21 @@ impl Sequential {
                 output.source()
             )));
         }
+        // Keras' order: by depth (longest path to the output) decreasing, then creation order.
+        let mut depth: BTreeMap<u64, usize> = BTreeMap::from([(output.node.id, 0)]);
+        for (id, node) in nodes.iter().rev() {
+            let d = depth.get(id).copied().unwrap_or(0);
+            for x in &node.inputs {
+                let entry = depth.entry(x.node.id).or_insert(0);
+                *entry = (*entry).max(d + 1);
+            }
+        }
+        let mut order: Vec<(&u64, &Arc<Node>)> = nodes.iter().collect();
+        order.sort_by_key(|(id, _)| (std::cmp::Reverse(depth[id]), **id));
         let mut index = BTreeMap::new();
         let mut layers: Vec<LayerRef> = Vec::new();
         let mut wiring = Vec::new();
-        for (id, node) in &nodes {
+        for (id, node) in order {
             let Some(layer) = &node.layer else {
                 index.insert(*id, 0);
                 continue;
