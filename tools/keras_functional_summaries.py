@@ -38,6 +38,13 @@ def main(out):
     skip = keras.layers.Add(name="skip")([inputs, hidden])
     outputs = keras.layers.Dense(3, name="predictions")(skip)
     write_summary(keras.Model(inputs, outputs, name="residual"), os.path.join(out, "residual.txt"))
+    # Zoo graphs with their classifiers, as Keras builds them in a fresh session (automatic
+    # names like input_layer and global_average_pooling2d carry no counter).
+    keras.backend.clear_session()
+    write_summary(keras.applications.ResNet50(weights=None), os.path.join(out, "resnet50.txt"))
+    keras.backend.clear_session()
+    write_summary(keras.applications.MobileNetV2(weights=None),
+                  os.path.join(out, "mobilenet_v2.txt"))
     print(f"summaries written to {out} (Keras {keras.__version__})")
 
 

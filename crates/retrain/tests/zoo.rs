@@ -21,6 +21,15 @@ fn efficientnet_lite_family_matches_timm_and_the_checkpoints() {
 }
 
 #[test]
+fn keras_graph_architectures_have_keras_counts() {
+    // Keras's figures, with include_top: total and trainable (BatchNorm statistics are not).
+    assert_eq!(counts("resnet50"), (25_636_712, 25_583_592));
+    assert_eq!(counts("mobilenet_v2"), (3_538_984, 3_504_872));
+    assert_eq!(counts("mobilenet_v2_035").0, 1_691_208);
+    assert_eq!(counts("vgg19").0, 143_667_240);
+}
+
+#[test]
 fn each_entry_declares_its_input_size() {
     for (name, size) in [
         ("vgg16", 224),

@@ -2,13 +2,16 @@
 //! (input size, resize and crop rule, interpolation, preprocessing) like timm's `pretrained_cfg`.
 
 pub mod efficientnet_lite;
+pub mod mobilenet_v2;
+pub mod resnet;
 pub mod vgg;
 
 use crate::error::{Error, Result};
-use crate::layers::{ActivationKind, PreprocessMode};
-use crate::model::Sequential;
+use crate::layers::{ActivationKind, Layer, LayerRef, Merge, PreprocessMode};
+use crate::model::{Apply, Sequential, SymbolicTensor};
 use crate::weights::NameMap;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Resampling filter used when resizing images.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +107,9 @@ pub fn entries() -> &'static [ZooEntry] {
     &[
         vgg::VGG16,
         vgg::VGG19,
+        resnet::RESNET50,
+        mobilenet_v2::MOBILENET_V2,
+        mobilenet_v2::MOBILENET_V2_035,
         efficientnet_lite::EFFICIENTNET_LITE0,
         efficientnet_lite::EFFICIENTNET_LITE1,
         efficientnet_lite::EFFICIENTNET_LITE2,
@@ -123,17 +129,36 @@ pub fn entry(name: &str) -> Result<&'static ZooEntry> {
     })
 }
 
-/// Append the pooling layer asked for when the top is dropped: named `avg_pool` / `max_pool`
-/// when `named` (Keras EfficientNet), automatically otherwise (Keras VGG).
-pub(crate) fn add_pooling(model: &mut Sequential, pooling: Pooling, named: bool) -> Result<()> {
+/// The pooling layer asked for when the top is dropped: named `avg_pool` / `max_pool` when
+/// `named` (Keras EfficientNet, ResNet), automatically otherwise (Keras VGG, MobileNetV2).
+pub(crate) fn pooling_layer(pooling: Pooling, named: bool) -> Option<LayerRef> {
     use crate::layers::{GlobalAveragePooling2d, GlobalMaxPooling2d};
-    use std::sync::Arc;
     let name = |n: &str| named.then(|| n.to_string());
     match pooling {
-        Pooling::None => Ok(()),
-        Pooling::Avg => model.add(Arc::new(GlobalAveragePooling2d::new(name("avg_pool")))),
-        Pooling::Max => model.add(Arc::new(GlobalMaxPooling2d::new(name("max_pool")))),
+        Pooling::None => None,
+        Pooling::Avg => Some(Arc::new(GlobalAveragePooling2d::new(name("avg_pool")))),
+        Pooling::Max => Some(Arc::new(GlobalMaxPooling2d::new(name("max_pool")))),
     }
+}
+
+/// Append [`pooling_layer`] to a stacked model.
+pub(crate) fn add_pooling(model: &mut Sequential, pooling: Pooling, named: bool) -> Result<()> {
+    match pooling_layer(pooling, named) {
+        Some(layer) => model.add(layer),
+        None => Ok(()),
+    }
+}
+
+/// `layer(x)` for zoo graphs written in the functional style.
+pub(crate) fn call(layer: impl Layer + 'static, x: &SymbolicTensor) -> Result<SymbolicTensor> {
+    let layer: LayerRef = Arc::new(layer);
+    layer.apply(x)
+}
+
+/// `merge([a, b, ...])` for zoo graphs.
+pub(crate) fn merge(layer: Merge, inputs: &[&SymbolicTensor]) -> Result<SymbolicTensor> {
+    let layer: LayerRef = Arc::new(layer);
+    layer.apply_to(inputs)
 }
 
 /// The input shape of a zoo model: fixed when given or when the top needs it.

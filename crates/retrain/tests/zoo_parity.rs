@@ -1,0 +1,156 @@
+//! The graph-built zoo architectures against Keras 3 (tools/keras_parity_fixtures.py): every
+//! variable filled from the same formula of its Keras path and index, the same input, outputs
+//! equal to 1e-4 relative.
+
+use burn::tensor::{Tensor, TensorData};
+use retrain::default_device;
+use retrain::layers::{Batch, Context, Layer};
+use retrain::model::Sequential;
+use retrain::variable::Variable;
+use retrain::weights::safetensors::SafetensorsFile;
+use retrain::weights::TensorSource;
+use retrain::zoo::{self, Pooling, ZooOptions};
+use std::path::PathBuf;
+
+fn phase(path: &str) -> f64 {
+    let h = path
+        .bytes()
+        .enumerate()
+        .fold(0u64, |h, (i, b)| (h + (i as u64 + 1) * b as u64) % 997);
+    h as f64 * 0.013
+}
+
+/// The fixture formula: the value at index `k` (row-major, Keras layout) of `path`.
+fn formula(path: &str, keras_shape: &[usize], k: usize) -> f32 {
+    let s = (k as f64 * 0.61 + phase(path)).sin();
+    let kind = path.rsplit('/').next().unwrap();
+    let v = match kind {
+        "kernel" => {
+            let fan_in = if keras_shape.len() == 4 {
+                let depthwise =
+                    keras_shape[3] == 1 && (path.contains("depthwise") || path.contains("dwconv"));
+                keras_shape[0] * keras_shape[1] * if depthwise { 1 } else { keras_shape[2] }
+            } else {
+                keras_shape[0]
+            };
+            s * (3.0 / fan_in as f64).sqrt()
+        }
+        "bias" | "beta" | "moving_mean" => 0.1 * s,
+        "gamma" => 1.0 + 0.1 * s,
+        "moving_variance" => 1.0 + 0.5 * s * s,
+        other => panic!("no formula for {other}"),
+    };
+    v as f32
+}
+
+/// Fill a variable in retrain's layout (convolutions OIHW, depthwise [C, 1, kh, kw]) from the
+/// formula in Keras's layout (HWIO, depthwise [kh, kw, C, 1]).
+fn fill(variable: &Variable) {
+    let path = variable.path();
+    let shape = variable.shape().to_vec();
+    let values: Vec<f32> = match shape[..] {
+        [o, i, kh, kw] => {
+            let depthwise = i == 1 && (path.contains("depthwise") || path.contains("dwconv"));
+            let keras = if depthwise {
+                vec![kh, kw, o, 1]
+            } else {
+                vec![kh, kw, i, o]
+            };
+            let mut out = Vec::with_capacity(o * i * kh * kw);
+            for oo in 0..o {
+                for ii in 0..i {
+                    for h in 0..kh {
+                        for w in 0..kw {
+                            let k = if depthwise {
+                                (h * kw + w) * o + oo
+                            } else {
+                                ((h * kw + w) * i + ii) * o + oo
+                            };
+                            out.push(formula(path, &keras, k));
+                        }
+                    }
+                }
+            }
+            out
+        }
+        _ => (0..variable.numel())
+            .map(|k| formula(path, &shape, k))
+            .collect(),
+    };
+    variable.assign_data(values, &default_device());
+}
+
+fn fixture(name: &str) -> (Tensor<4>, Vec<usize>, Vec<f32>) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/data/keras/parity_{name}.safetensors"));
+    let file = SafetensorsFile::open(&path).unwrap();
+    let input_shape = file.shape("input").unwrap();
+    let input = Tensor::from_data(
+        TensorData::new(file.read("input").unwrap(), input_shape.clone()),
+        &default_device(),
+    );
+    (
+        input,
+        file.shape("output").unwrap(),
+        file.read("output").unwrap(),
+    )
+}
+
+fn check(name: &str) {
+    let (input, out_shape, expected) = fixture(name);
+    let size = input.dims()[2];
+    let model: Sequential = (zoo::entry(name).unwrap().build)(&ZooOptions {
+        include_top: false,
+        input: Some([size, size]),
+        pooling: Pooling::Avg,
+        ..ZooOptions::default()
+    })
+    .unwrap();
+    for variable in model.variables() {
+        fill(&variable);
+    }
+    let out = model
+        .forward(
+            Batch::Maps(input),
+            &mut Context::inference(&default_device()),
+        )
+        .unwrap();
+    assert_eq!(out.dims(), out_shape);
+    let got = match out {
+        Batch::Vectors(t) => t
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap(),
+        Batch::Maps(_) => panic!("pooled output expected"),
+    };
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(&expected)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("{name}: max |difference| {diff:e}, max |output| {scale:e}");
+    assert!(scale > 1e-3, "{name}: a degenerate fixture");
+    assert!(
+        diff <= 1e-4 * scale,
+        "{name}: max difference {diff:e} against max |output| {scale:e}"
+    );
+    // The two images give different features: the comparison is not of constants.
+    let half = expected.len() / 2;
+    assert!(expected[..half] != expected[half..]);
+}
+
+#[test]
+fn resnet50_matches_keras() {
+    check("resnet50");
+}
+
+#[test]
+fn mobilenet_v2_matches_keras() {
+    check("mobilenet_v2");
+}
+
+#[test]
+fn mobilenet_v2_035_matches_keras() {
+    check("mobilenet_v2_035");
+}
