@@ -72,7 +72,28 @@ impl fmt::Display for Shape {
     }
 }
 
-/// Output length of a sliding window along one axis.
+/// Check a window's kernel, strides and dilation (from a config file, they could be anything):
+/// each between 1 and 4096.
+pub(crate) fn check_window(
+    layer: &str,
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    dilation: [usize; 2],
+) -> crate::error::Result<()> {
+    let all = kernel.iter().chain(&strides).chain(&dilation);
+    if all.into_iter().any(|&v| v == 0 || v > 4096) {
+        return Err(crate::error::Error::shape(
+            layer,
+            format!(
+                "kernel {kernel:?}, strides {strides:?} and dilation {dilation:?} must each be between 1 and 4096"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Output length of a sliding window along one axis (`None` when the input is unknown or too
+/// small). Call [`check_window`] first.
 pub(crate) fn window_output(
     input: Option<usize>,
     kernel: usize,
@@ -83,13 +104,12 @@ pub(crate) fn window_output(
     use crate::layers::Padding;
     let input = input?;
     let span = (kernel - 1) * dilation + 1;
-    match padding {
-        Padding::Same => Some(input.div_ceil(stride)),
-        Padding::Valid => (input >= span).then(|| (input - span) / stride + 1),
-        Padding::Symmetric(p) => {
-            (input + 2 * p >= span).then(|| (input + 2 * p - span) / stride + 1)
-        }
-    }
+    let padded = match padding {
+        Padding::Same => return Some(input.div_ceil(stride)),
+        Padding::Valid => input,
+        Padding::Symmetric(p) => input.checked_add(p.checked_mul(2)?)?,
+    };
+    (padded >= span).then(|| (padded - span) / stride + 1)
 }
 
 #[cfg(test)]

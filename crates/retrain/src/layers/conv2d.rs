@@ -5,7 +5,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::layers::Layer;
-use crate::shape::{window_output, Shape};
+use crate::shape::{check_window, window_output, Shape};
 use crate::variable::{Initializer, Variable};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -122,7 +122,10 @@ impl Conv2d {
     fn layout(&self, in_channels: usize) -> Result<(usize, usize)> {
         let c = &self.config;
         let (out, groups) = match c.filters {
-            None => (in_channels * c.depth_multiplier, in_channels),
+            None => (
+                in_channels.checked_mul(c.depth_multiplier).unwrap_or(0),
+                in_channels,
+            ),
             Some(f) => (f, c.groups),
         };
         if groups == 0
@@ -165,6 +168,7 @@ impl Layer for Conv2d {
             ));
         };
         let c = &self.config;
+        check_window(self.name(), c.kernel, c.strides, c.dilation)?;
         let (out, groups) = self.layout(channels)?;
         let oh = window_output(height, c.kernel[0], c.strides[0], c.dilation[0], c.padding);
         let ow = window_output(width, c.kernel[1], c.strides[1], c.dilation[1], c.padding);

@@ -2,7 +2,7 @@
 
 use super::{Batch, Context, Layer, LayerBase, LayerKind, LayerSpec, Padding};
 use crate::error::{Error, Result};
-use crate::shape::{window_output, Shape};
+use crate::shape::{check_window, window_output, Shape};
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,7 @@ impl PoolConfig {
                 format!("pooling expects feature maps, got {input}"),
             ));
         };
+        check_window(layer, self.pool, self.strides, [1, 1])?;
         let oh = window_output(height, self.pool[0], self.strides[0], 1, self.padding);
         let ow = window_output(width, self.pool[1], self.strides[1], 1, self.padding);
         if (height.is_some() && oh.is_none()) || (width.is_some() && ow.is_none()) {
