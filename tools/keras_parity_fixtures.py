@@ -3,7 +3,9 @@
 
 Weights are not downloaded or stored: every variable is filled from a formula of its path and
 index (`formula_weights` below; crates/retrain/tests/zoo_parity.rs implements the same formula),
-so only a small input and Keras's output go into each fixture.
+so only a small input and Keras's output go into each fixture. For the smallest model the same
+weights are also saved as Keras HDF5 files, in the Keras 3 (`.weights.h5`) and the Keras 2 /
+applications layout, to check that retrain reads both.
 
     python3 -m venv /tmp/kenv && /tmp/kenv/bin/pip install keras "jax[cpu]"
     KERAS_BACKEND=jax /tmp/kenv/bin/python tools/keras_parity_fixtures.py crates/retrain/tests/data/keras
@@ -71,6 +73,25 @@ def write_safetensors(path, tensors, metadata):
         f.write(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
 
 
+def write_keras2_h5(model, path):
+    """The legacy layout of Keras 2 and the Keras applications downloads: fixed-length byte
+    strings in `layer_names` / `weight_names`, `:0` suffixes."""
+    import h5py
+    with h5py.File(path, "w") as f:
+        names = [layer.name.encode() for layer in model.layers]
+        f.attrs["layer_names"] = np.array(names, dtype=f"S{max(len(n) for n in names)}")
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.15.0"
+        for layer in model.layers:
+            group = f.create_group(layer.name)
+            weight_names = [f"{layer.name}/{w.path.rsplit('/', 1)[-1]}:0".encode()
+                            for w in layer.weights]
+            width = max((len(n) for n in weight_names), default=1)
+            group.attrs["weight_names"] = np.array(weight_names, dtype=f"S{width}")
+            for name, w in zip(weight_names, layer.weights):
+                group.create_dataset(name.decode(), data=np.asarray(w))
+
+
 def main(out):
     os.makedirs(out, exist_ok=True)
     apps = keras.applications
@@ -92,6 +113,10 @@ def main(out):
                           {"input": nchw, "output": output},
                           {"model": name, "keras": keras.__version__, "size": str(SIZE)})
         print(name, output.shape, float(np.abs(output).max()))
+        if name == "mobilenet_v2_035":
+            # Keras-format weight files of the same formula weights, both layouts.
+            model.save_weights(os.path.join(out, f"{name}_notop.weights.h5"))
+            write_keras2_h5(model, os.path.join(out, f"{name}_notop_keras2.h5"))
 
 
 if __name__ == "__main__":

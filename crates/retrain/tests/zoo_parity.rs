@@ -96,6 +96,28 @@ fn fixture(name: &str) -> (Tensor<4>, Vec<usize>, Vec<f32>) {
     )
 }
 
+/// The pooled features of `model` for `input`.
+fn pooled(model: &Sequential, input: Tensor<4>) -> Vec<f32> {
+    let out = model
+        .forward(
+            Batch::Maps(input),
+            &mut Context::inference(&default_device()),
+        )
+        .unwrap();
+    match out {
+        Batch::Vectors(t) => t
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap(),
+        Batch::Maps(_) => panic!("pooled output expected"),
+    }
+}
+
+fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
 fn check(name: &str) {
     let (input, out_shape, expected) = fixture(name);
     let size = input.dims()[2];
@@ -153,4 +175,28 @@ fn mobilenet_v2_matches_keras() {
 #[test]
 fn mobilenet_v2_035_matches_keras() {
     check("mobilenet_v2_035");
+}
+
+#[test]
+fn keras_hdf5_weights_in_both_layouts_reproduce_keras() {
+    let (input, _, expected) = fixture("mobilenet_v2_035");
+    let size = input.dims()[2];
+    let options = ZooOptions {
+        include_top: false,
+        input: Some([size, size]),
+        pooling: Pooling::Avg,
+        ..ZooOptions::default()
+    };
+    let entry = zoo::entry("mobilenet_v2_035").unwrap();
+    for file in [
+        "mobilenet_v2_035_notop.weights.h5",
+        "mobilenet_v2_035_notop_keras2.h5",
+    ] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/keras")
+            .join(file);
+        let model = zoo::load_pretrained(entry, &options, &path, &default_device()).unwrap();
+        let diff = max_difference(&pooled(&model, input.clone()), &expected);
+        assert!(diff < 1e-5, "{file}: max difference {diff:e}");
+    }
 }

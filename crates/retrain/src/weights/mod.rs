@@ -3,6 +3,7 @@
 //! Loading checks everything first (missing, unexpected and mis-shaped tensors, each named) and
 //! only then assigns, so a failed load leaves the model as it was.
 
+pub mod keras_h5;
 pub mod pickle_guard;
 pub mod pytorch;
 pub mod safetensors;
@@ -24,6 +25,12 @@ pub trait TensorSource {
     /// Values of one tensor as f32 (converted from f16 / bf16 / f64 where needed).
     fn read(&self, key: &str) -> Result<Vec<f32>>;
 
+    /// How this file's names map onto `model`'s variables, when the format fixes it (Keras
+    /// HDF5); `None` leaves the choice to the caller.
+    fn name_map(&self, _model: &dyn Layer) -> Option<NameMap> {
+        None
+    }
+
     /// Read every tensor once, so a file whose data does not match its header fails here;
     /// returns how many tensors there are.
     fn verify(&self) -> Result<usize> {
@@ -40,6 +47,11 @@ pub enum Transform {
     Identity,
     /// A 2-D matrix transposed (PyTorch Linear `[out, in]` to Dense `[in, out]`).
     Transpose,
+    /// A Keras convolution kernel `[kh, kw, in, out]` to retrain's `[out, in, kh, kw]`.
+    KerasConv,
+    /// A Keras depthwise kernel `[kh, kw, channels, multiplier]` to retrain's
+    /// `[channels * multiplier, 1, kh, kw]`.
+    KerasDepthwise,
 }
 
 /// Which source tensor feeds which model variable.
@@ -108,8 +120,39 @@ pub struct LoadReport {
 fn transformed_shape(shape: &[usize], transform: Transform) -> Vec<usize> {
     match (transform, shape) {
         (Transform::Transpose, [a, b]) => vec![*b, *a],
+        (Transform::KerasConv, [kh, kw, i, o]) => vec![*o, *i, *kh, *kw],
+        (Transform::KerasDepthwise, [kh, kw, c, m]) => vec![c * m, 1, *kh, *kw],
         _ => shape.to_vec(),
     }
+}
+
+/// Whether `transform` applies to a tensor of `rank` dimensions.
+fn fits_rank(transform: Transform, rank: usize) -> bool {
+    match transform {
+        Transform::Identity => true,
+        Transform::Transpose => rank == 2,
+        Transform::KerasConv | Transform::KerasDepthwise => rank == 4,
+    }
+}
+
+/// Reorder a row-major `[d0, d1, d2, d3]` tensor so that output axis k is input axis
+/// `order[k]`.
+fn permute4(values: &[f32], dims: [usize; 4], order: [usize; 4]) -> Vec<f32> {
+    let strides = [dims[1] * dims[2] * dims[3], dims[2] * dims[3], dims[3], 1];
+    let out_dims = order.map(|k| dims[k]);
+    let mut out = Vec::with_capacity(values.len());
+    for a in 0..out_dims[0] {
+        for b in 0..out_dims[1] {
+            for c in 0..out_dims[2] {
+                for d in 0..out_dims[3] {
+                    let index = [a, b, c, d];
+                    let source: usize = (0..4).map(|k| index[k] * strides[order[k]]).sum();
+                    out.push(values[source]);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn transpose(values: Vec<f32>, rows: usize, cols: usize) -> Vec<f32> {
@@ -154,7 +197,7 @@ pub fn load_into(
                 variable: variable.path().to_string(),
             })?;
         let found = transformed_shape(&shape, *transform);
-        if found != variable.shape() || (*transform == Transform::Transpose && shape.len() != 2) {
+        if found != variable.shape() || !fits_rank(*transform, shape.len()) {
             return Err(Error::TensorShape {
                 tensor: key.clone(),
                 variable: variable.path().to_string(),
@@ -191,6 +234,10 @@ pub fn load_into(
         }
         let data = match (transform, shape.as_slice()) {
             (Transform::Transpose, [rows, cols]) => transpose(data, *rows, *cols),
+            (Transform::KerasConv, &[a, b, c, d]) => permute4(&data, [a, b, c, d], [3, 2, 0, 1]),
+            (Transform::KerasDepthwise, &[a, b, c, d]) => {
+                permute4(&data, [a, b, c, d], [2, 3, 0, 1])
+            }
             _ => data,
         };
         values.push((variable, data));
@@ -206,7 +253,8 @@ pub fn load_into(
     })
 }
 
-/// Open a weights file by its content: safetensors, or a PyTorch checkpoint (zip or legacy).
+/// Open a weights file by its content: safetensors, a PyTorch checkpoint (zip or legacy), or
+/// Keras HDF5 weights.
 pub fn open(path: &Path) -> Result<Box<dyn TensorSource>> {
     let mut head = [0u8; 9];
     let n = {
@@ -214,14 +262,16 @@ pub fn open(path: &Path) -> Result<Box<dyn TensorSource>> {
         let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         f.read(&mut head).map_err(|e| Error::io(path, e))?
     };
-    if n >= 2 && head[0] == 0x80 || head.starts_with(b"PK") {
+    if head.starts_with(b"\x89HDF\r\n\x1a\n") {
+        Ok(Box::new(keras_h5::KerasH5File::open(path)?))
+    } else if n >= 2 && head[0] == 0x80 || head.starts_with(b"PK") {
         Ok(Box::new(pytorch::PytorchFile::open(path)?))
     } else if n == 9 && head[8] == b'{' {
         Ok(Box::new(safetensors::SafetensorsFile::open(path)?))
     } else {
         Err(Error::format(
             path,
-            "not a safetensors file or a PyTorch checkpoint (.pth/.pt)",
+            "not a safetensors file, a PyTorch checkpoint (.pth/.pt) or Keras HDF5 weights (.h5)",
         ))
     }
 }

@@ -191,10 +191,11 @@ pub fn load_pretrained(
     let model = (entry.build)(options)?;
     let source = crate::weights::open(weights)?;
     let own_names = source.keys().iter().any(|k| k.contains('/'));
-    let map = match (own_names, entry.pytorch_names) {
-        (true, _) => NameMap::identity(&model),
-        (false, Some(names)) => names(&model),
-        (false, None) => {
+    let map = match (source.name_map(&model), own_names, entry.pytorch_names) {
+        (Some(map), _, _) => map,
+        (None, true, _) => NameMap::identity(&model),
+        (None, false, Some(names)) => names(&model),
+        (None, false, None) => {
             return Err(Error::Invalid(format!(
                 "no PyTorch name map for '{}' yet; give weights saved by retrain (safetensors)",
                 entry.name
