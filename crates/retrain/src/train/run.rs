@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 /// The resumable training state, written after every epoch.
 const STATE_FILE: &str = "state.json";
 
+fn infinity_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
 /// Where a training run keeps its files.
 #[derive(Clone, Debug)]
 pub struct RunDir {
@@ -33,7 +37,8 @@ pub struct ResumeState {
     pub epochs_done: usize,
     /// The epoch (1-based) with the lowest validation loss so far.
     pub best_epoch: usize,
-    /// Its validation loss.
+    /// Its validation loss (infinite before the first epoch, which JSON writes as null).
+    #[serde(deserialize_with = "infinity_if_null")]
     pub best_val_loss: f64,
     /// Epochs since the best one (early stopping).
     pub stale_epochs: usize,
@@ -233,5 +238,30 @@ impl RunDir {
             .map(|k| file.read(&k).map(|v| (k, v)))
             .collect::<Result<Vec<_>>>()?;
         optimizer.restore(state.optimizer_step, optimizer_tensors, device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_before_the_first_epoch_reads_back() {
+        // Found by tools/kill_loop.sh: a run killed before its first epoch ended had a
+        // state.json with "best_val_loss": null that --resume could not read.
+        let state = ResumeState {
+            epochs_done: 0,
+            best_epoch: 0,
+            best_val_loss: f64::INFINITY,
+            stale_epochs: 0,
+            optimizer_step: 0,
+            history: Vec::new(),
+            config: FitConfig::default(),
+            checkpoint: String::new(),
+        };
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(json.contains("\"best_val_loss\":null"), "{json}");
+        let back: ResumeState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.best_val_loss, f64::INFINITY);
     }
 }
