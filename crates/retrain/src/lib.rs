@@ -7,6 +7,7 @@
 pub mod data;
 pub mod draw;
 pub mod error;
+pub mod hub;
 pub mod io;
 pub mod layers;
 pub mod model;

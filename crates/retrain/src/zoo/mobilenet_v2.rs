@@ -3,7 +3,8 @@
 //! width multipliers (alpha) Keras ships.
 
 use super::{
-    call, input_shape, merge, pooling_layer, Interpolation, PretrainedConfig, ZooEntry, ZooOptions,
+    call, input_shape, merge, no_download, pooling_layer, Interpolation, PretrainedConfig,
+    ZooEntry, ZooOptions,
 };
 use crate::error::Result;
 use crate::layers::{
@@ -19,6 +20,8 @@ pub const MOBILENET_V2: ZooEntry = ZooEntry {
     build: |options| mobilenet_v2(1.0, options),
     pretrained,
     pytorch_names: None,
+    // Keras publishes no checksum for the MobileNetV2 files; give them with --weights FILE.
+    imagenet: no_download,
 };
 
 /// MobileNetV2 with alpha 0.35: 1,691,208 parameters with the classifier.
@@ -28,6 +31,8 @@ pub const MOBILENET_V2_035: ZooEntry = ZooEntry {
     build: |options| mobilenet_v2(0.35, options),
     pretrained,
     pytorch_names: None,
+    // Keras publishes no checksum for the MobileNetV2 files; give them with --weights FILE.
+    imagenet: no_download,
 };
 
 fn pretrained() -> PretrainedConfig {

@@ -7,6 +7,7 @@ pub mod resnet;
 pub mod vgg;
 
 use crate::error::{Error, Result};
+use crate::hub::{Digest, WeightSource};
 use crate::layers::{ActivationKind, Layer, LayerRef, Merge, PreprocessMode};
 use crate::model::{Apply, Sequential, SymbolicTensor};
 use crate::weights::NameMap;
@@ -100,6 +101,9 @@ pub struct ZooEntry {
     pub pretrained: fn() -> PretrainedConfig,
     /// Map from a PyTorch checkpoint's names to the model's variables, if one is known.
     pub pytorch_names: Option<fn(&Sequential) -> NameMap>,
+    /// Where `--weights imagenet` downloads from, with or without the classifier; `None` when
+    /// no source with a published checksum is known.
+    pub imagenet: fn(include_top: bool) -> Option<WeightSource>,
 }
 
 /// All zoo entries.
@@ -116,6 +120,22 @@ pub fn entries() -> &'static [ZooEntry] {
         efficientnet_lite::EFFICIENTNET_LITE3,
         efficientnet_lite::EFFICIENTNET_LITE4,
     ]
+}
+
+/// No known download.
+pub(crate) fn no_download(_include_top: bool) -> Option<WeightSource> {
+    None
+}
+
+/// A Keras applications file (`https://storage.googleapis.com/tensorflow/keras-applications/`),
+/// with the MD5 Keras checks.
+pub(crate) fn keras_file(url: &'static str, md5: &'static str) -> WeightSource {
+    WeightSource {
+        url,
+        file: url.rsplit('/').next().unwrap_or(url),
+        digest: Digest::Md5(md5),
+        member: None,
+    }
 }
 
 /// A zoo entry by name, or an error listing the known names.

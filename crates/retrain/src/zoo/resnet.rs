@@ -2,7 +2,8 @@
 //! (`conv1_conv`, `conv2_block1_0_conv`, ..., `conv5_block3_out`).
 
 use super::{
-    call, input_shape, merge, pooling_layer, Interpolation, PretrainedConfig, ZooEntry, ZooOptions,
+    call, input_shape, keras_file, merge, pooling_layer, Interpolation, PretrainedConfig, ZooEntry,
+    ZooOptions,
 };
 use crate::error::Result;
 use crate::layers::{
@@ -18,6 +19,19 @@ pub const RESNET50: ZooEntry = ZooEntry {
     build: resnet50,
     pretrained,
     pytorch_names: None,
+    imagenet: |include_top| {
+        Some(if include_top {
+            keras_file(
+                "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+                "2cb95161c43110f7111970584f804107",
+            )
+        } else {
+            keras_file(
+                "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                "4d473c1dd8becc155b73f8504c6f6626",
+            )
+        })
+    },
 };
 
 fn pretrained() -> PretrainedConfig {

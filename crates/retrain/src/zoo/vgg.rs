@@ -1,6 +1,8 @@
 //! VGG16 and VGG19 (Simonyan & Zisserman 2014) with Keras layer names.
 
-use super::{add_pooling, input_shape, Interpolation, PretrainedConfig, ZooEntry, ZooOptions};
+use super::{
+    add_pooling, input_shape, keras_file, Interpolation, PretrainedConfig, ZooEntry, ZooOptions,
+};
 use crate::error::Result;
 use crate::layers::{
     ActivationKind, Conv2d, Conv2dConfig, Dense, Flatten, MaxPool2d, Padding, PoolConfig,
@@ -16,6 +18,19 @@ pub const VGG16: ZooEntry = ZooEntry {
     build: vgg16,
     pretrained,
     pytorch_names: None,
+    imagenet: |include_top| {
+        Some(if include_top {
+            keras_file(
+                "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels.h5",
+                "64373286793e3c8b2b4e3219cbf3544b",
+            )
+        } else {
+            keras_file(
+                "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                "6d6bbae143d832006294945121d1f1fc",
+            )
+        })
+    },
 };
 
 /// VGG19: 16 convolutions in 5 blocks, 143,667,240 parameters with the classifier.
@@ -25,6 +40,19 @@ pub const VGG19: ZooEntry = ZooEntry {
     build: vgg19,
     pretrained,
     pytorch_names: None,
+    imagenet: |include_top| {
+        Some(if include_top {
+            keras_file(
+                "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+                "cbe5617147190e668d6c5d5026f83318",
+            )
+        } else {
+            keras_file(
+                "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                "253f8cb515780f3b799900260a226db6",
+            )
+        })
+    },
 };
 
 fn pretrained() -> PretrainedConfig {
