@@ -45,6 +45,9 @@ def main(out):
     keras.backend.clear_session()
     write_summary(keras.applications.MobileNetV2(weights=None),
                   os.path.join(out, "mobilenet_v2.txt"))
+    keras.backend.clear_session()
+    write_summary(keras.applications.InceptionV3(weights=None),
+                  os.path.join(out, "inception_v3.txt"))
     print(f"summaries written to {out} (Keras {keras.__version__})")
 
 

@@ -102,6 +102,8 @@ def main(out):
                                                  input_shape=(SIZE, SIZE, 3)),
         "mobilenet_v2_035": lambda: apps.MobileNetV2(alpha=0.35, weights=None, include_top=False,
                                                      pooling="avg", input_shape=(SIZE, SIZE, 3)),
+        "inception_v3": lambda: apps.InceptionV3(weights=None, include_top=False, pooling="avg",
+                                                 input_shape=(SIZE, SIZE, 3)),
     }
     rng = np.random.default_rng(0)
     for name, build in models.items():

@@ -259,6 +259,13 @@ fn summaries_agree_with_keras_row_for_row() {
             ),
             keras_summary("mobilenet_v2.txt"),
         ),
+        (
+            summary(
+                &zoo::inception_v3::inception_v3(&ZooOptions::default()).unwrap(),
+                SummaryOptions::default(),
+            ),
+            keras_summary("inception_v3.txt"),
+        ),
     ] {
         let (our_rows, our_totals) = table(&ours);
         let (keras_rows, keras_totals) = table(&keras);

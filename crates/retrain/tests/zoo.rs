@@ -26,6 +26,7 @@ fn keras_graph_architectures_have_keras_counts() {
     assert_eq!(counts("resnet50"), (25_636_712, 25_583_592));
     assert_eq!(counts("mobilenet_v2"), (3_538_984, 3_504_872));
     assert_eq!(counts("mobilenet_v2_035").0, 1_691_208);
+    assert_eq!(counts("inception_v3"), (23_851_784, 23_817_352));
     assert_eq!(counts("vgg19").0, 143_667_240);
 }
 

@@ -168,6 +168,11 @@ fn resnet50_matches_keras() {
 }
 
 #[test]
+fn inception_v3_matches_keras() {
+    check("inception_v3");
+}
+
+#[test]
 fn mobilenet_v2_matches_keras() {
     check("mobilenet_v2");
 }

@@ -15,6 +15,13 @@ pub struct BatchNormConfig {
     pub momentum: f64,
     /// Added to the variance.
     pub epsilon: f64,
+    /// Learn a per-channel scale `gamma` (Keras `scale=True`); InceptionV3 has none.
+    #[serde(default = "keep_scale")]
+    pub scale: bool,
+}
+
+fn keep_scale() -> bool {
+    true
 }
 
 impl Default for BatchNormConfig {
@@ -22,6 +29,7 @@ impl Default for BatchNormConfig {
         BatchNormConfig {
             momentum: 0.99,
             epsilon: 1e-3,
+            scale: true,
         }
     }
 }
@@ -54,10 +62,15 @@ impl BatchNorm {
 
     fn normalize<const D: usize>(&self, x: Tensor<D>, ctx: &mut Context) -> Result<Tensor<D>> {
         let name = self.name();
-        let [gamma, beta, mean, var] = [0, 1, 2, 3].map(|i| self.variables.get(name, i));
-        let (gamma, beta, mean, var) = (gamma?, beta?, mean?, var?);
+        let first = usize::from(self.config.scale);
+        let [beta, mean, var] = [first, first + 1, first + 2].map(|i| self.variables.get(name, i));
+        let (beta, mean, var) = (beta?, mean?, var?);
         let trainable = self.trainable();
-        let g = ctx.weight::<1>(&gamma, trainable);
+        let g = if self.config.scale {
+            ctx.weight::<1>(&self.variables.get(name, 0)?, trainable)
+        } else {
+            Tensor::ones([beta.numel()], &ctx.device)
+        };
         let b = ctx.weight::<1>(&beta, trainable);
         if ctx.training && trainable {
             let out = batch_norm_train(x, g, b, self.config.epsilon);
@@ -93,6 +106,7 @@ impl Layer for BatchNorm {
                 ("moving_variance", false, Initializer::Ones),
             ]
             .into_iter()
+            .filter(|(v, _, _)| self.config.scale || *v != "gamma")
             .map(|(v, trainable, init)| {
                 Variable::new(format!("{}/{v}", self.name()), vec![n], trainable, init)
             })

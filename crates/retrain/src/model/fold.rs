@@ -64,7 +64,12 @@ fn fold_at(layers: &[LayerRef], i: usize, device: &Device) -> Result<Option<(Lay
     let bn_vars = bn.variables();
     let kernel = conv_vars[0].tensor::<4>(device);
     let out_channels = kernel.dims()[0];
-    let [gamma, beta, mean, var] = [0, 1, 2, 3].map(|k| bn_vars[k].value(device));
+    let first = usize::from(bn_config.scale);
+    let [beta, mean, var] = [first, first + 1, first + 2].map(|k| bn_vars[k].value(device));
+    let gamma = match bn_config.scale {
+        true => bn_vars[0].value(device),
+        false => Tensor::ones([beta.dims()[0]], device),
+    };
     let scale = gamma / (var + bn_config.epsilon).sqrt();
     let bias = conv_vars
         .get(1)

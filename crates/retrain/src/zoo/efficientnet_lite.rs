@@ -188,10 +188,7 @@ fn round_filters(filters: usize, width: f64) -> usize {
 
 /// Keras' EfficientNet BatchNorm: momentum 0.99, epsilon 1e-3 (TF defaults).
 fn bn_config() -> BatchNormConfig {
-    BatchNormConfig {
-        momentum: 0.99,
-        epsilon: 1e-3,
-    }
+    BatchNormConfig::default()
 }
 
 /// Stages of EfficientNet-B0/Lite0: (expand ratio, kernel, stride, input, output, repeats).

@@ -60,6 +60,7 @@ fn bn(name: String, x: &SymbolicTensor) -> Result<SymbolicTensor> {
     let config = BatchNormConfig {
         momentum: 0.999,
         epsilon: 1e-3,
+        ..BatchNormConfig::default()
     };
     call(BatchNorm::from_config(Some(name), config), x)
 }

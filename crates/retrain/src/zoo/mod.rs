@@ -2,6 +2,7 @@
 //! (input size, resize and crop rule, interpolation, preprocessing) like timm's `pretrained_cfg`.
 
 pub mod efficientnet_lite;
+pub mod inception_v3;
 pub mod mobilenet_v2;
 pub mod resnet;
 pub mod vgg;
@@ -112,6 +113,7 @@ pub fn entries() -> &'static [ZooEntry] {
         vgg::VGG16,
         vgg::VGG19,
         resnet::RESNET50,
+        inception_v3::INCEPTION_V3,
         mobilenet_v2::MOBILENET_V2,
         mobilenet_v2::MOBILENET_V2_035,
         efficientnet_lite::EFFICIENTNET_LITE0,
