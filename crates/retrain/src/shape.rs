@@ -29,6 +29,21 @@ impl Shape {
         }
     }
 
+    /// (height, width, channels) of a feature map, or a shape error naming `layer` for vectors.
+    pub fn maps(self, layer: &str) -> crate::error::Result<(Option<usize>, Option<usize>, usize)> {
+        match self {
+            Shape::Image {
+                height,
+                width,
+                channels,
+            } => Ok((height, width, channels)),
+            Shape::Vector(_) => Err(crate::error::Error::shape(
+                layer,
+                format!("expects feature maps, got {self}"),
+            )),
+        }
+    }
+
     /// Number of channels (images) or features (vectors).
     pub fn channels(&self) -> usize {
         match *self {

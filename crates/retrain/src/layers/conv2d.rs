@@ -156,17 +156,7 @@ impl Layer for Conv2d {
     }
 
     fn setup(&self, input: Shape) -> Result<Shape> {
-        let Shape::Image {
-            height,
-            width,
-            channels,
-        } = input
-        else {
-            return Err(Error::shape(
-                self.name(),
-                format!("Conv2D expects feature maps, got {input}"),
-            ));
-        };
+        let (height, width, channels) = input.maps(self.name())?;
         let c = &self.config;
         check_window(self.name(), c.kernel, c.strides, c.dilation)?;
         let (out, groups) = self.layout(channels)?;

@@ -29,17 +29,7 @@ impl PoolConfig {
     }
 
     fn output_shape(&self, layer: &str, input: Shape) -> Result<Shape> {
-        let Shape::Image {
-            height,
-            width,
-            channels,
-        } = input
-        else {
-            return Err(Error::shape(
-                layer,
-                format!("pooling expects feature maps, got {input}"),
-            ));
-        };
+        let (height, width, channels) = input.maps(layer)?;
         check_window(layer, self.pool, self.strides, [1, 1])?;
         let oh = window_output(height, self.pool[0], self.strides[0], 1, self.padding);
         let ow = window_output(width, self.pool[1], self.strides[1], 1, self.padding);

@@ -28,17 +28,7 @@ impl Layer for ZeroPadding2d {
         "ZeroPadding2D"
     }
     fn setup(&self, input: Shape) -> Result<Shape> {
-        let Shape::Image {
-            height,
-            width,
-            channels,
-        } = input
-        else {
-            return Err(Error::shape(
-                self.name(),
-                format!("pads feature maps, got {input}"),
-            ));
-        };
+        let (height, width, channels) = input.maps(self.name())?;
         let [(top, bottom), (left, right)] = self.padding;
         let grow = |size: Option<usize>, a: usize, b: usize| match size {
             None => Ok(None),

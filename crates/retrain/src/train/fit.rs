@@ -380,16 +380,7 @@ pub fn fit(
             state
         }
         None => {
-            let mut state = ResumeState {
-                epochs_done: 0,
-                best_epoch: 0,
-                best_val_loss: f64::INFINITY,
-                stale_epochs: 0,
-                optimizer_step: 0,
-                history: Vec::new(),
-                config: config.clone(),
-                checkpoint: String::new(),
-            };
+            let mut state = ResumeState::start(config.clone());
             if let Some(run) = run {
                 // A run killed during its first epoch resumes from here.
                 run.save_model(model, data.pretrained, data.class_names, device)?;

@@ -52,6 +52,22 @@ pub struct ResumeState {
     pub checkpoint: String,
 }
 
+impl ResumeState {
+    /// The state of a run that has not finished an epoch yet.
+    pub fn start(config: FitConfig) -> Self {
+        ResumeState {
+            epochs_done: 0,
+            best_epoch: 0,
+            best_val_loss: f64::INFINITY,
+            stale_epochs: 0,
+            optimizer_step: 0,
+            history: Vec::new(),
+            config,
+            checkpoint: String::new(),
+        }
+    }
+}
+
 impl RunDir {
     /// Use `path` (created if missing) as a run directory.
     pub fn create(path: &Path) -> Result<Self> {
@@ -282,16 +298,7 @@ mod tests {
     fn the_state_before_the_first_epoch_reads_back() {
         // Found by tools/kill_loop.sh: a run killed before its first epoch ended had a
         // state.json with "best_val_loss": null that --resume could not read.
-        let state = ResumeState {
-            epochs_done: 0,
-            best_epoch: 0,
-            best_val_loss: f64::INFINITY,
-            stale_epochs: 0,
-            optimizer_step: 0,
-            history: Vec::new(),
-            config: FitConfig::default(),
-            checkpoint: String::new(),
-        };
+        let state = ResumeState::start(FitConfig::default());
         let json = serde_json::to_string(&state).unwrap();
         assert!(json.contains("\"best_val_loss\":null"), "{json}");
         let back: ResumeState = serde_json::from_str(&json).unwrap();

@@ -3,17 +3,18 @@
 //! Keras weight files and summaries line up. 299x299, tf preprocessing.
 
 use super::{
-    call, input_shape, keras_file, merge, Interpolation, PretrainedConfig, ZooEntry, ZooOptions,
+    call, graph_top, input_shape, keras_file, merge, Interpolation, Pooling, PretrainedConfig,
+    ZooEntry, ZooOptions,
 };
 use crate::error::Result;
 use crate::layers::{
-    Activation, ActivationKind, AvgPool2d, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Dense,
-    GlobalAveragePooling2d, GlobalMaxPooling2d, MaxPool2d, Merge, Padding, PoolConfig,
+    Activation, ActivationKind, AvgPool2d, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig,
+    GlobalAveragePooling2d, GlobalMaxPooling2d, LayerRef, MaxPool2d, Merge, Padding, PoolConfig,
     PreprocessMode,
 };
 use crate::model::{input, Sequential, SymbolicTensor};
-use crate::zoo::Pooling;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// InceptionV3: 23,851,784 parameters with the classifier (Keras's count).
 pub const INCEPTION_V3: ZooEntry = ZooEntry {
@@ -23,17 +24,17 @@ pub const INCEPTION_V3: ZooEntry = ZooEntry {
     pretrained,
     pytorch_names: None,
     imagenet: |include_top| {
-        Some(if include_top {
-            keras_file(
+        keras_file(
+            include_top,
+            (
                 "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
                 "9a0d58056eeedaa3f26cb7ebd46da564",
-            )
-        } else {
-            keras_file(
+            ),
+            (
                 "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
                 "bcbd6486424b2319ff4ef7d526e38f63",
-            )
-        })
+            ),
+        )
     },
 };
 
@@ -103,29 +104,30 @@ fn same(
     conv_bn(names, x, filters, [kh, kw], 1, Padding::Same)
 }
 
-fn max_pool(names: &mut Names, x: &SymbolicTensor) -> Result<SymbolicTensor> {
+/// The 3x3 max pool (stride 2, valid) of the reduction steps, or the 3x3 stride-1 "same"
+/// average pool of the pooling branches.
+fn pool(names: &mut Names, x: &SymbolicTensor, max: bool) -> Result<SymbolicTensor> {
+    let (stride, padding) = if max {
+        (2, Padding::Valid)
+    } else {
+        (1, Padding::Same)
+    };
     let config = PoolConfig {
         pool: [3, 3],
-        strides: [2, 2],
-        padding: Padding::Valid,
+        strides: [stride, stride],
+        padding,
     };
-    call(
-        MaxPool2d::from_config(names.next("max_pooling2d"), config),
-        x,
-    )
-}
-
-/// The 3x3 stride-1 "same" average pool of the pooling branches.
-fn avg_pool(names: &mut Names, x: &SymbolicTensor) -> Result<SymbolicTensor> {
-    let config = PoolConfig {
-        pool: [3, 3],
-        strides: [1, 1],
-        padding: Padding::Same,
-    };
-    call(
-        AvgPool2d::from_config(names.next("average_pooling2d"), config),
-        x,
-    )
+    if max {
+        call(
+            MaxPool2d::from_config(names.next("max_pooling2d"), config),
+            x,
+        )
+    } else {
+        call(
+            AvgPool2d::from_config(names.next("average_pooling2d"), config),
+            x,
+        )
+    }
 }
 
 fn concat(name: Option<String>, parts: &[&SymbolicTensor]) -> Result<SymbolicTensor> {
@@ -139,10 +141,10 @@ pub fn inception_v3(options: &ZooOptions) -> Result<Sequential> {
     let mut x = conv_bn(n, &image, 32, [3, 3], 2, Padding::Valid)?;
     x = conv_bn(n, &x, 32, [3, 3], 1, Padding::Valid)?;
     x = same(n, &x, 64, 3, 3)?;
-    x = max_pool(n, &x)?;
+    x = pool(n, &x, true)?;
     x = conv_bn(n, &x, 80, [1, 1], 1, Padding::Valid)?;
     x = conv_bn(n, &x, 192, [3, 3], 1, Padding::Valid)?;
-    x = max_pool(n, &x)?;
+    x = pool(n, &x, true)?;
 
     // mixed0..2: 35x35.
     for (i, pool_filters) in [32, 64, 64].into_iter().enumerate() {
@@ -152,7 +154,7 @@ pub fn inception_v3(options: &ZooOptions) -> Result<Sequential> {
         let b3 = same(n, &x, 64, 1, 1)?;
         let b3 = same(n, &b3, 96, 3, 3)?;
         let b3 = same(n, &b3, 96, 3, 3)?;
-        let bp = avg_pool(n, &x)?;
+        let bp = pool(n, &x, false)?;
         let bp = same(n, &bp, pool_filters, 1, 1)?;
         x = concat(Some(format!("mixed{i}")), &[&b1, &b5, &b3, &bp])?;
     }
@@ -162,7 +164,7 @@ pub fn inception_v3(options: &ZooOptions) -> Result<Sequential> {
     let bd = same(n, &x, 64, 1, 1)?;
     let bd = same(n, &bd, 96, 3, 3)?;
     let bd = conv_bn(n, &bd, 96, [3, 3], 2, Padding::Valid)?;
-    let bp = max_pool(n, &x)?;
+    let bp = pool(n, &x, true)?;
     x = concat(Some("mixed3".into()), &[&b3, &bd, &bp])?;
 
     // mixed4..7: 17x17 with factorized 7x7 convolutions.
@@ -176,7 +178,7 @@ pub fn inception_v3(options: &ZooOptions) -> Result<Sequential> {
         let bd = same(n, &bd, width, 1, 7)?;
         let bd = same(n, &bd, width, 7, 1)?;
         let bd = same(n, &bd, 192, 1, 7)?;
-        let bp = avg_pool(n, &x)?;
+        let bp = pool(n, &x, false)?;
         let bp = same(n, &bp, 192, 1, 1)?;
         x = concat(Some(format!("mixed{}", 4 + i)), &[&b1, &b7, &bd, &bp])?;
     }
@@ -188,7 +190,7 @@ pub fn inception_v3(options: &ZooOptions) -> Result<Sequential> {
     let b7 = same(n, &b7, 192, 1, 7)?;
     let b7 = same(n, &b7, 192, 7, 1)?;
     let b7 = conv_bn(n, &b7, 192, [3, 3], 2, Padding::Valid)?;
-    let bp = max_pool(n, &x)?;
+    let bp = pool(n, &x, true)?;
     x = concat(Some("mixed8".into()), &[&b3, &b7, &bp])?;
 
     // mixed9, mixed10: 8x8 with split 1x3 / 3x1 branches.
@@ -203,32 +205,20 @@ pub fn inception_v3(options: &ZooOptions) -> Result<Sequential> {
         let bda = same(n, &bd, 384, 1, 3)?;
         let bdb = same(n, &bd, 384, 3, 1)?;
         let bd = concat(n.next("concatenate"), &[&bda, &bdb])?;
-        let bp = avg_pool(n, &x)?;
+        let bp = pool(n, &x, false)?;
         let bp = same(n, &bp, 192, 1, 1)?;
         x = concat(Some(format!("mixed{}", 9 + i)), &[&b1, &b3, &bd, &bp])?;
     }
 
-    if options.include_top {
-        x = call(GlobalAveragePooling2d::new(Some("avg_pool".into())), &x)?;
-        x = call(
-            Dense::with_name(
-                "predictions",
-                options.classes,
-                options.classifier_activation,
-            ),
-            &x,
-        )?;
-    } else {
-        match options.pooling {
-            Pooling::None => {}
-            Pooling::Avg => {
-                x = call(
-                    GlobalAveragePooling2d::new(n.next("global_average_pooling2d")),
-                    &x,
-                )?
-            }
-            Pooling::Max => x = call(GlobalMaxPooling2d::new(n.next("global_max_pooling2d")), &x)?,
-        }
-    }
+    let pooling: Option<LayerRef> = match options.pooling {
+        Pooling::None => None,
+        Pooling::Avg => Some(Arc::new(GlobalAveragePooling2d::new(
+            n.next("global_average_pooling2d"),
+        ))),
+        Pooling::Max => Some(Arc::new(GlobalMaxPooling2d::new(
+            n.next("global_max_pooling2d"),
+        ))),
+    };
+    x = graph_top(x, options, Some("avg_pool".into()), pooling)?;
     Sequential::functional(Some("inception_v3"), &image, &x)
 }

@@ -3,15 +3,15 @@
 //! width multipliers (alpha) Keras ships.
 
 use super::{
-    call, input_shape, merge, no_download, pooling_layer, Interpolation, PretrainedConfig,
-    ZooEntry, ZooOptions,
+    call, graph_top, input_shape, merge, no_download, pooling_layer, Interpolation,
+    PretrainedConfig, ZooEntry, ZooOptions,
 };
 use crate::error::Result;
 use crate::layers::{
-    Activation, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Dense, GlobalAveragePooling2d,
-    Merge, Padding, PreprocessMode, ZeroPadding2d,
+    Activation, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Merge, Padding, PreprocessMode,
+    ZeroPadding2d,
 };
-use crate::model::{input, Apply, Sequential, SymbolicTensor};
+use crate::model::{input, Sequential, SymbolicTensor};
 
 /// MobileNetV2 (alpha 1.0): 3,538,984 parameters with the classifier (Keras's count).
 pub const MOBILENET_V2: ZooEntry = ZooEntry {
@@ -190,18 +190,6 @@ pub fn mobilenet_v2(alpha: f64, options: &ZooOptions) -> Result<Sequential> {
     x = conv("Conv_1".into(), &x, Conv2dConfig::new(last, 1))?;
     x = bn("Conv_1_bn".into(), &x)?;
     x = relu6("out_relu".into(), &x)?;
-    if options.include_top {
-        x = call(GlobalAveragePooling2d::new(None), &x)?;
-        x = call(
-            Dense::with_name(
-                "predictions",
-                options.classes,
-                options.classifier_activation,
-            ),
-            &x,
-        )?;
-    } else if let Some(pooling) = pooling_layer(options.pooling, false) {
-        x = pooling.apply(&x)?;
-    }
+    x = graph_top(x, options, None, pooling_layer(options.pooling, false))?;
     Sequential::functional(Some(&name), &image, &x)
 }

@@ -129,14 +129,43 @@ pub(crate) fn no_download(_include_top: bool) -> Option<WeightSource> {
     None
 }
 
-/// A Keras applications file (`https://storage.googleapis.com/tensorflow/keras-applications/`),
-/// with the MD5 Keras checks.
-pub(crate) fn keras_file(url: &'static str, md5: &'static str) -> WeightSource {
-    WeightSource {
+/// A Keras applications download (`https://storage.googleapis.com/tensorflow/keras-applications/`)
+/// with or without the classifier: `(url, md5)` pairs, the MD5 being what Keras checks.
+pub(crate) fn keras_file(
+    include_top: bool,
+    top: (&'static str, &'static str),
+    no_top: (&'static str, &'static str),
+) -> Option<WeightSource> {
+    let (url, md5) = if include_top { top } else { no_top };
+    Some(WeightSource {
         url,
         file: url.rsplit('/').next().unwrap_or(url),
         digest: Digest::Md5(md5),
         member: None,
+    })
+}
+
+/// The end of a graph-built zoo model: the classifier (`top_pool` then Dense `predictions`)
+/// with `include_top`, else the pooling asked for.
+pub(crate) fn graph_top(
+    x: SymbolicTensor,
+    options: &ZooOptions,
+    top_pool: Option<String>,
+    pooling: Option<LayerRef>,
+) -> Result<SymbolicTensor> {
+    use crate::layers::{Dense, GlobalAveragePooling2d};
+    if options.include_top {
+        let pooled = call(GlobalAveragePooling2d::new(top_pool), &x)?;
+        let classifier = Dense::with_name(
+            "predictions",
+            options.classes,
+            options.classifier_activation,
+        );
+        return call(classifier, &pooled);
+    }
+    match pooling {
+        Some(layer) => layer.apply(&x),
+        None => Ok(x),
     }
 }
 

@@ -2,15 +2,15 @@
 //! (`conv1_conv`, `conv2_block1_0_conv`, ..., `conv5_block3_out`).
 
 use super::{
-    call, input_shape, keras_file, merge, pooling_layer, Interpolation, PretrainedConfig, ZooEntry,
-    ZooOptions,
+    call, graph_top, input_shape, keras_file, merge, pooling_layer, Interpolation,
+    PretrainedConfig, ZooEntry, ZooOptions,
 };
 use crate::error::Result;
 use crate::layers::{
-    Activation, ActivationKind, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Dense,
-    GlobalAveragePooling2d, MaxPool2d, Merge, Padding, PoolConfig, PreprocessMode, ZeroPadding2d,
+    Activation, ActivationKind, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, MaxPool2d, Merge,
+    Padding, PoolConfig, PreprocessMode, ZeroPadding2d,
 };
-use crate::model::{input, Apply, Sequential, SymbolicTensor};
+use crate::model::{input, Sequential, SymbolicTensor};
 
 /// ResNet50: 25,636,712 parameters with the classifier (Keras's count).
 pub const RESNET50: ZooEntry = ZooEntry {
@@ -20,17 +20,17 @@ pub const RESNET50: ZooEntry = ZooEntry {
     pretrained,
     pytorch_names: None,
     imagenet: |include_top| {
-        Some(if include_top {
-            keras_file(
+        keras_file(
+            include_top,
+            (
                 "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
                 "2cb95161c43110f7111970584f804107",
-            )
-        } else {
-            keras_file(
+            ),
+            (
                 "https://storage.googleapis.com/tensorflow/keras-applications/resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
                 "4d473c1dd8becc155b73f8504c6f6626",
-            )
-        })
+            ),
+        )
     },
 };
 
@@ -138,18 +138,7 @@ pub fn resnet50(options: &ZooOptions) -> Result<Sequential> {
             x = block(&x, filters, if b == 1 { stride } else { 1 }, b == 1, &name)?;
         }
     }
-    if options.include_top {
-        x = call(GlobalAveragePooling2d::new(named("avg_pool".into())), &x)?;
-        x = call(
-            Dense::with_name(
-                "predictions",
-                options.classes,
-                options.classifier_activation,
-            ),
-            &x,
-        )?;
-    } else if let Some(pooling) = pooling_layer(options.pooling, true) {
-        x = pooling.apply(&x)?;
-    }
+    let pooling = pooling_layer(options.pooling, true);
+    x = graph_top(x, options, named("avg_pool".into()), pooling)?;
     Sequential::functional(Some("resnet50"), &image, &x)
 }

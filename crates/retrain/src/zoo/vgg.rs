@@ -19,17 +19,17 @@ pub const VGG16: ZooEntry = ZooEntry {
     pretrained,
     pytorch_names: None,
     imagenet: |include_top| {
-        Some(if include_top {
-            keras_file(
+        keras_file(
+            include_top,
+            (
                 "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels.h5",
                 "64373286793e3c8b2b4e3219cbf3544b",
-            )
-        } else {
-            keras_file(
+            ),
+            (
                 "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
                 "6d6bbae143d832006294945121d1f1fc",
-            )
-        })
+            ),
+        )
     },
 };
 
@@ -41,17 +41,17 @@ pub const VGG19: ZooEntry = ZooEntry {
     pretrained,
     pytorch_names: None,
     imagenet: |include_top| {
-        Some(if include_top {
-            keras_file(
+        keras_file(
+            include_top,
+            (
                 "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5",
                 "cbe5617147190e668d6c5d5026f83318",
-            )
-        } else {
-            keras_file(
+            ),
+            (
                 "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
                 "253f8cb515780f3b799900260a226db6",
-            )
-        })
+            ),
+        )
     },
 };
 
