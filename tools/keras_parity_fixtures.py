@@ -104,6 +104,8 @@ def main(out):
                                                      pooling="avg", input_shape=(SIZE, SIZE, 3)),
         "inception_v3": lambda: apps.InceptionV3(weights=None, include_top=False, pooling="avg",
                                                  input_shape=(SIZE, SIZE, 3)),
+        "vgg19": lambda: apps.VGG19(weights=None, include_top=False, pooling="avg",
+                                    input_shape=(SIZE, SIZE, 3)),
     }
     rng = np.random.default_rng(0)
     for name, build in models.items():

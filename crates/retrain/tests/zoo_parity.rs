@@ -173,6 +173,11 @@ fn inception_v3_matches_keras() {
 }
 
 #[test]
+fn vgg19_matches_keras() {
+    check("vgg19");
+}
+
+#[test]
 fn mobilenet_v2_matches_keras() {
     check("mobilenet_v2");
 }
