@@ -150,9 +150,37 @@ const GAP: i64 = 36;
 
 struct Layout {
     boxes: Vec<(i64, i64, i64, i64)>,
+    /// For each edge, the distance of its detour beside the boxes (`None`: next box, straight).
+    detours: Vec<Option<i64>>,
     width: i64,
     height: i64,
 }
+
+/// Give every edge that skips boxes its own lane beside them, so that overlapping skips
+/// (Inception's branches, residual connections) stay apart: greedy interval colouring.
+fn lanes(edges: &[(usize, usize)]) -> (Vec<Option<usize>>, usize) {
+    let mut order: Vec<usize> = (0..edges.len())
+        .filter(|&e| edges[e].1 != edges[e].0 + 1)
+        .collect();
+    order.sort_by_key(|&e| (edges[e].0.min(edges[e].1), edges[e].0.max(edges[e].1)));
+    let mut lane_end: Vec<usize> = Vec::new();
+    let mut lane = vec![None; edges.len()];
+    for e in order {
+        let (lo, hi) = (edges[e].0.min(edges[e].1), edges[e].0.max(edges[e].1));
+        let k = match lane_end.iter().position(|&end| end < lo) {
+            Some(k) => k,
+            None => {
+                lane_end.push(0);
+                lane_end.len() - 1
+            }
+        };
+        lane_end[k] = hi;
+        lane[e] = Some(k);
+    }
+    (lane, lane_end.len())
+}
+
+const LANE: i64 = 12;
 
 fn layout(g: &Graph, rankdir: RankDir, scale: i64) -> Layout {
     let box_w = g
@@ -174,7 +202,12 @@ fn layout(g: &Graph, rankdir: RankDir, scale: i64) -> Layout {
         * scale
         + 2 * PAD;
     let n = g.nodes.len() as i64;
-    let side = 60 * scale;
+    let (lane, count) = lanes(&g.edges);
+    let detours = lane
+        .iter()
+        .map(|k| k.map(|k| (20 + LANE * k as i64) * scale))
+        .collect();
+    let side = (40 + LANE * count as i64) * scale;
     let vertical = matches!(rankdir, RankDir::TB | RankDir::BT);
     let (width, height) = if vertical {
         (box_w + 2 * GAP + side, n * (box_h + GAP) + GAP)
@@ -196,6 +229,7 @@ fn layout(g: &Graph, rankdir: RankDir, scale: i64) -> Layout {
         .collect();
     Layout {
         boxes,
+        detours,
         width,
         height,
     }
@@ -238,12 +272,10 @@ pub fn to_svg(model: &Sequential, options: &PlotOptions) -> String {
         w = l.width,
         h = l.height
     );
-    for &(a, b) in &g.edges {
+    for (&(a, b), detour) in g.edges.iter().zip(&l.detours) {
         let ((x1, y1), (x2, y2)) = anchors(&l, a, b, vertical);
-        let path = if b == a + 1 {
-            format!("M {x1} {y1} L {x2} {y2}")
-        } else if vertical {
-            let bend = l.boxes[a].0 + l.boxes[a].2 + 40;
+        let path = if let Some(detour) = detour.filter(|_| vertical) {
+            let bend = l.boxes[a].0 + l.boxes[a].2 + 2 * detour;
             format!(
                 "M {} {} C {bend} {} {bend} {} {} {}",
                 l.boxes[a].0 + l.boxes[a].2,
@@ -253,8 +285,8 @@ pub fn to_svg(model: &Sequential, options: &PlotOptions) -> String {
                 l.boxes[b].0 + l.boxes[b].2,
                 l.boxes[b].1 + l.boxes[b].3 / 2
             )
-        } else {
-            let bend = l.boxes[a].1 + l.boxes[a].3 + 40;
+        } else if let Some(detour) = detour {
+            let bend = l.boxes[a].1 + l.boxes[a].3 + 2 * detour;
             format!(
                 "M {} {} C {} {bend} {} {bend} {} {}",
                 l.boxes[a].0 + l.boxes[a].2 / 2,
@@ -264,6 +296,8 @@ pub fn to_svg(model: &Sequential, options: &PlotOptions) -> String {
                 l.boxes[b].0 + l.boxes[b].2 / 2,
                 l.boxes[b].1 + l.boxes[b].3
             )
+        } else {
+            format!("M {x1} {y1} L {x2} {y2}")
         };
         out += &format!("<path d=\"{path}\" fill=\"none\" stroke=\"#333\" stroke-width=\"1.5\" marker-end=\"url(#arrow)\"/>\n");
     }
@@ -290,17 +324,14 @@ pub fn to_png(model: &Sequential, options: &PlotOptions, path: &Path) -> Result<
     let l = layout(&g, options.rankdir, 1);
     let vertical = matches!(options.rankdir, RankDir::TB | RankDir::BT);
     let mut canvas = Canvas::new(l.width as u32, l.height as u32);
-    for &(a, b) in &g.edges {
+    for (&(a, b), detour) in g.edges.iter().zip(&l.detours) {
         let ((x1, y1), (x2, y2)) = anchors(&l, a, b, vertical);
-        if b == a + 1 {
-            canvas.line((x1 as f64, y1 as f64), (x2 as f64, y2 as f64), BLACK);
-            canvas.rect(x2 - 3, y2 - 3, 6, 6, BLACK);
-        } else {
+        if let Some(detour) = detour {
             // Skip edge: out to the side, along, and back in.
             let (ax, ay, aw, ah) = l.boxes[a];
             let (bx, by, bw, bh) = l.boxes[b];
             let points = if vertical {
-                let side = (ax + aw + 30) as f64;
+                let side = (ax + aw + detour) as f64;
                 [
                     ((ax + aw) as f64, (ay + ah / 2) as f64),
                     (side, (ay + ah / 2) as f64),
@@ -308,7 +339,7 @@ pub fn to_png(model: &Sequential, options: &PlotOptions, path: &Path) -> Result<
                     ((bx + bw) as f64, (by + bh / 2) as f64),
                 ]
             } else {
-                let side = (ay + ah + 30) as f64;
+                let side = (ay + ah + detour) as f64;
                 [
                     ((ax + aw / 2) as f64, (ay + ah) as f64),
                     ((ax + aw / 2) as f64, side),
@@ -319,6 +350,11 @@ pub fn to_png(model: &Sequential, options: &PlotOptions, path: &Path) -> Result<
             for w in points.windows(2) {
                 canvas.line(w[0], w[1], BLACK);
             }
+            let (ex, ey) = points[3];
+            canvas.rect(ex as i64 - 3, ey as i64 - 3, 6, 6, BLACK);
+        } else {
+            canvas.line((x1 as f64, y1 as f64), (x2 as f64, y2 as f64), BLACK);
+            canvas.rect(x2 - 3, y2 - 3, 6, 6, BLACK);
         }
     }
     for (n, &(x, y, w, h)) in g.nodes.iter().zip(&l.boxes) {
