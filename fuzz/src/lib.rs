@@ -27,8 +27,5 @@ pub fn image(data: &[u8]) {
 }
 
 fn scratch(extension: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "retrain-fuzz-{}.{extension}",
-        std::process::id()
-    ))
+    std::env::temp_dir().join(format!("retrain-fuzz-{}.{extension}", std::process::id()))
 }
