@@ -73,6 +73,54 @@ def write_safetensors(path, tensors, metadata):
         f.write(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
 
 
+def efficientnet_lite(width, depth, size):
+    """EfficientNet-Lite (Keras has none) written with Keras layers and Keras EfficientNet names:
+    TF "same" padding, BatchNorm epsilon 1e-3, ReLU6, no squeeze-excitation, the stem, the head
+    and the first and last stages' repeats fixed (TF's lite builder)."""
+    L = keras.layers
+
+    def round_filters(f):
+        scaled = f * width
+        new = max(8, int(scaled + 4) // 8 * 8)
+        return new + 8 if new < 0.9 * scaled else new
+
+    def bn(name, x):
+        return L.BatchNormalization(epsilon=1e-3, name=name)(x)
+
+    inputs = keras.Input((size, size, 3))
+    x = L.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = L.ReLU(6.0, name="stem_activation")(bn("stem_bn", x))
+    stages = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2),
+              (6, 3, 2, 40, 80, 3), (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
+              (6, 3, 1, 192, 320, 1)]
+    for stage, (expand, kernel, stride, fin, fout, repeats) in enumerate(stages):
+        fixed = stage in (0, len(stages) - 1)
+        repeats = repeats if fixed else int(math.ceil(repeats * depth))
+        fin = fin if stage == 0 else round_filters(fin)
+        fout = round_filters(fout)
+        for r in range(repeats):
+            name = f"block{stage + 1}{chr(ord('a') + r)}"
+            block_in = x
+            filters_in = fin if r == 0 else fout
+            s = stride if r == 0 else 1
+            if expand != 1:
+                x = L.Conv2D(filters_in * expand, 1, padding="same", use_bias=False,
+                             name=f"{name}_expand_conv")(x)
+                x = L.ReLU(6.0, name=f"{name}_expand_activation")(bn(f"{name}_expand_bn", x))
+            x = L.DepthwiseConv2D(kernel, strides=s, padding="same", use_bias=False,
+                                  name=f"{name}_dwconv")(x)
+            x = L.ReLU(6.0, name=f"{name}_activation")(bn(f"{name}_bn", x))
+            x = L.Conv2D(fout, 1, padding="same", use_bias=False,
+                         name=f"{name}_project_conv")(x)
+            x = bn(f"{name}_project_bn", x)
+            if s == 1 and filters_in == fout:
+                x = L.Add(name=f"{name}_add")([x, block_in])
+    x = L.Conv2D(1280, 1, padding="same", use_bias=False, name="top_conv")(x)
+    x = L.ReLU(6.0, name="top_activation")(bn("top_bn", x))
+    x = L.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, x)
+
+
 def write_keras2_h5(model, path):
     """The legacy layout of Keras 2 and the Keras applications downloads: fixed-length byte
     strings in `layer_names` / `weight_names`, `:0` suffixes."""
@@ -106,6 +154,11 @@ def main(out):
                                                  input_shape=(SIZE, SIZE, 3)),
         "vgg19": lambda: apps.VGG19(weights=None, include_top=False, pooling="avg",
                                     input_shape=(SIZE, SIZE, 3)),
+        "efficientnet_lite0": lambda: efficientnet_lite(1.0, 1.0, SIZE),
+        "efficientnet_lite1": lambda: efficientnet_lite(1.0, 1.1, SIZE),
+        "efficientnet_lite2": lambda: efficientnet_lite(1.1, 1.2, SIZE),
+        "efficientnet_lite3": lambda: efficientnet_lite(1.2, 1.4, SIZE),
+        "efficientnet_lite4": lambda: efficientnet_lite(1.4, 1.8, SIZE),
     }
     rng = np.random.default_rng(0)
     for name, build in models.items():

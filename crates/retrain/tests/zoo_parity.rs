@@ -1,4 +1,4 @@
-//! The graph-built zoo architectures against Keras 3 (tools/keras_parity_fixtures.py): every
+//! The zoo architectures against Keras 3 (tools/keras_parity_fixtures.py): every
 //! variable filled from the same formula of its Keras path and index, the same input, outputs
 //! equal to 1e-4 relative.
 
@@ -175,6 +175,15 @@ fn inception_v3_matches_keras() {
 #[test]
 fn vgg19_matches_keras() {
     check("vgg19");
+}
+
+#[test]
+fn efficientnet_lite_family_matches_keras_layers() {
+    // Keras has no EfficientNet-Lite: the tool writes it with Keras layers (TF "same" padding,
+    // depthwise convolutions, BatchNorm 1e-3, ReLU6) and Keras EfficientNet names.
+    for k in 0..5 {
+        check(&format!("efficientnet_lite{k}"));
+    }
 }
 
 #[test]
