@@ -96,20 +96,23 @@ fn fixture(name: &str) -> (Tensor<4>, Vec<usize>, Vec<f32>) {
     )
 }
 
-/// The pooled features of `model` for `input`.
-fn pooled(model: &Sequential, input: Tensor<4>) -> Vec<f32> {
+/// The pooled features of `model` for `input`: dimensions and values.
+fn pooled(model: &Sequential, input: Tensor<4>) -> (Vec<usize>, Vec<f32>) {
     let out = model
         .forward(
             Batch::Maps(input),
             &mut Context::inference(&default_device()),
         )
         .unwrap();
+    let dims = out.dims();
     match out {
-        Batch::Vectors(t) => t
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap(),
+        Batch::Vectors(t) => (
+            dims,
+            t.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap(),
+        ),
         Batch::Maps(_) => panic!("pooled output expected"),
     }
 }
@@ -131,26 +134,10 @@ fn check(name: &str) {
     for variable in model.variables() {
         fill(&variable);
     }
-    let out = model
-        .forward(
-            Batch::Maps(input),
-            &mut Context::inference(&default_device()),
-        )
-        .unwrap();
-    assert_eq!(out.dims(), out_shape);
-    let got = match out {
-        Batch::Vectors(t) => t
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap(),
-        Batch::Maps(_) => panic!("pooled output expected"),
-    };
+    let (dims, got) = pooled(&model, input);
+    assert_eq!(dims, out_shape);
     let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = got
-        .iter()
-        .zip(&expected)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let diff = max_difference(&got, &expected);
     eprintln!("{name}: max |difference| {diff:e}, max |output| {scale:e}");
     assert!(scale > 1e-3, "{name}: a degenerate fixture");
     assert!(
@@ -215,7 +202,7 @@ fn keras_hdf5_weights_in_both_layouts_reproduce_keras() {
             .join("tests/data/keras")
             .join(file);
         let model = zoo::load_pretrained(entry, &options, &path, &default_device()).unwrap();
-        let diff = max_difference(&pooled(&model, input.clone()), &expected);
+        let diff = max_difference(&pooled(&model, input.clone()).1, &expected);
         assert!(diff < 1e-5, "{file}: max difference {diff:e}");
     }
 }
