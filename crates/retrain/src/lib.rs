@@ -9,6 +9,7 @@ pub mod draw;
 pub mod error;
 pub mod hub;
 pub mod io;
+pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod predict;

@@ -4,7 +4,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// How a variable gets its first value when no weights were loaded into it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,6 +32,8 @@ struct State {
     trainable: bool,
     initializer: Initializer,
     value: RwLock<Option<Tensor<1>>>,
+    /// What [`Variable::derived`] computed from the current value.
+    derived: Mutex<Option<Arc<Vec<f32>>>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -46,6 +48,7 @@ impl Variable {
             trainable,
             initializer,
             value: RwLock::new(None),
+            derived: Mutex::new(None),
         }))
     }
 
@@ -121,6 +124,24 @@ impl Variable {
             self.path()
         );
         *self.0.value.write().expect("variable lock") = Some(value.without_autodiff().detach());
+        // After the new value is in: a `derived` running now finishes first, then is dropped.
+        *self.0.derived.lock().expect("variable lock") = None;
+    }
+
+    /// A host array computed by `derive` from the value (such as a kernel transformed for a
+    /// faster convolution), computed once and kept until the value is assigned again.
+    pub fn derived(
+        &self,
+        device: &Device,
+        derive: impl FnOnce(&[f32]) -> Vec<f32>,
+    ) -> Arc<Vec<f32>> {
+        let mut slot = self.0.derived.lock().expect("variable lock");
+        if let Some(done) = slot.as_ref() {
+            return done.clone();
+        }
+        let done = Arc::new(derive(&self.to_vec(device)));
+        *slot = Some(done.clone());
+        done
     }
 
     /// Replace the value from host data (already checked for its element count).

@@ -4,11 +4,16 @@ use super::{
     ActivationKind, Batch, Context, LayerBase, LayerKind, LayerSpec, LazyVariables, Padding,
 };
 use crate::error::{Error, Result};
+use crate::kernels::winograd::{transform_kernels, Activation, Conv3x3};
 use crate::layers::Layer;
 use crate::shape::{check_window, window_output, Shape};
 use crate::variable::{Initializer, Variable};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Below this many input channels Burn's direct convolution is as fast as Winograd.
+const WINOGRAD_MIN_CHANNELS: usize = 8;
 use serde::{Deserialize, Serialize};
 
 /// Configuration of a [`Conv2d`].
@@ -142,6 +147,65 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// At inference on the CPU, a 3x3 stride-1 dense convolution through the Winograd kernel
+    /// ([`crate::kernels::winograd`]); `None` where Burn's `conv2d` runs instead (training,
+    /// other devices, other shapes).
+    fn winograd(
+        &self,
+        x: &Tensor<4>,
+        groups: usize,
+        padding: [(usize, usize); 2],
+        ctx: &Context,
+    ) -> Result<Option<Tensor<4>>> {
+        let c = &self.config;
+        let activation: Activation = match c.activation {
+            ActivationKind::Linear => |v| v,
+            ActivationKind::Relu => |v| v.max(0.0),
+            ActivationKind::Relu6 => |v| v.clamp(0.0, 6.0),
+            ActivationKind::Softmax => return Ok(None),
+        };
+        let [batch, in_channels, h, w] = x.dims();
+        let device = x.device();
+        let eligible = !ctx.training
+            && c.kernel == [3, 3]
+            && c.strides == [1, 1]
+            && c.dilation == [1, 1]
+            && groups == 1
+            && in_channels >= WINOGRAD_MIN_CHANNELS
+            && device == Device::flex();
+        if !eligible {
+            return Ok(None);
+        }
+        let kernel_var = self.variables.get(self.name(), 0)?;
+        let out_channels = kernel_var.shape()[0];
+        let kernels = kernel_var.derived(&device, |kernel| {
+            transform_kernels(kernel, out_channels, in_channels)
+        });
+        let bias = match c.use_bias {
+            true => Some(self.variables.get(self.name(), 1)?.to_vec(&device)),
+            false => None,
+        };
+        let input = x.clone().into_data().convert::<f32>().try_into_vec::<f32>();
+        let Ok(input) = input else {
+            return Ok(None);
+        };
+        let conv = Conv3x3 {
+            batch,
+            in_channels,
+            out_channels,
+            input: [h, w],
+            padding,
+        };
+        let [oh, ow] = conv.output();
+        let y = conv.run(&input, &kernels, bias.as_deref(), activation);
+        Ok(Some(Tensor::from_data(
+            TensorData::new(y, [batch, conv.out_channels, oh, ow]),
+            &device,
+        )))
+    }
+}
+
 impl Layer for Conv2d {
     fn base(&self) -> &LayerBase {
         &self.base
@@ -218,6 +282,9 @@ impl Layer for Conv2d {
         let pw = c
             .padding
             .amounts(w, c.kernel[1], c.strides[1], c.dilation[1]);
+        if let Some(y) = self.winograd(&x, groups, [ph, pw], ctx)? {
+            return Ok(Batch::Maps(y));
+        }
         let options = ConvOptions::new_with_padding(c.strides, [ph, pw], c.dilation, groups);
         Ok(Batch::Maps(
             c.activation.apply(conv2d(x, kernel, bias, options)),
