@@ -1,6 +1,6 @@
 //! Using a trained model: evaluation with metrics, and pooled-feature extraction.
 
-use super::features::{batch_to_rows, inference_layers, run_layers};
+use super::features::{batch_to_rows, inference_layers, run_inference};
 use super::metrics::{ClassReport, Confusion};
 use crate::data::augment::center_view;
 use crate::data::folder::Sample;
@@ -45,8 +45,7 @@ pub fn evaluate(
             .map(|(_, img)| center_view(img, pretrained))
             .collect();
         let x = crate::data::image::batch_tensor(&views, h, w, device);
-        let logits = run_layers(&layers, Batch::Maps(x), &mut Context::inference(device))?
-            .into_vectors(model.name())?;
+        let logits = run_inference(&layers, Batch::Maps(x), device)?.into_vectors(model.name())?;
         let classes = logits.dims()[1];
         let (_, logp) = batch_to_rows(Batch::Vectors(log_softmax(logits, 1)));
         for ((sample, _), row) in chunk.iter().zip(logp.chunks(classes)) {
@@ -93,10 +92,11 @@ pub fn extract_features(
             .map(|img| center_view(img, pretrained))
             .collect();
         let x = crate::data::image::batch_tensor(&views, h, w, device);
-        let ctx = &mut Context::inference(device);
         let y = match &tap {
-            Some(extractor) => extractor.run(Batch::Maps(x), ctx)?.remove(0),
-            None => run_layers(&layers, Batch::Maps(x), ctx)?,
+            Some(extractor) => extractor
+                .run(Batch::Maps(x), &mut Context::inference(device))?
+                .remove(0),
+            None => run_inference(&layers, Batch::Maps(x), device)?,
         };
         let (d, rows) = batch_to_rows(y);
         dims = d;

@@ -8,6 +8,7 @@
 use crate::error::{Error, Result};
 use crate::layers::{Batch, Context, LayerRef};
 use crate::model::{Segment, Sequential};
+use crate::shape::Shape;
 use burn::tensor::{Device, Tensor, TensorData};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
@@ -47,6 +48,42 @@ pub fn frozen_prefix_len(layers: &[LayerRef]) -> usize {
 /// Run `layers` one after the other.
 pub fn run_layers(layers: &[LayerRef], x: Batch, ctx: &mut Context) -> Result<Batch> {
     layers.iter().try_fold(x, |x, layer| layer.forward(x, ctx))
+}
+
+/// Run `layers` in inference mode with the batch split across the CPU's threads.
+///
+/// Burn's CPU kernels for depthwise convolutions and elementwise operations run on one core, so
+/// a MobileNet or EfficientNet keeps one busy; images are independent at inference, so slices of
+/// the batch run side by side (matrix products still share out their own work). Other devices,
+/// and batches of one, run whole.
+pub fn run_inference(layers: &[LayerRef], x: Batch, device: &Device) -> Result<Batch> {
+    use rayon::prelude::*;
+    let rows = x.dims()[0];
+    let parts = rayon::current_num_threads().min(rows);
+    if parts <= 1 || *device != Device::flex() {
+        return run_layers(layers, x, &mut Context::inference(device));
+    }
+    let slices: Vec<Batch> = match x {
+        Batch::Maps(t) => t.chunk(parts, 0).into_iter().map(Batch::Maps).collect(),
+        Batch::Vectors(t) => t.chunk(parts, 0).into_iter().map(Batch::Vectors).collect(),
+    };
+    let outputs = slices
+        .into_par_iter()
+        .map(|slice| run_layers(layers, slice, &mut Context::inference(device)))
+        .collect::<Result<Vec<Batch>>>()?;
+    let first = outputs.first().map(Batch::shape);
+    let mut maps = Vec::new();
+    let mut vectors = Vec::new();
+    for output in outputs {
+        match output {
+            Batch::Maps(t) => maps.push(t),
+            Batch::Vectors(t) => vectors.push(t),
+        }
+    }
+    Ok(match first {
+        Some(Shape::Vector(_)) => Batch::Vectors(Tensor::cat(vectors, 0)),
+        _ => Batch::Maps(Tensor::cat(maps, 0)),
+    })
 }
 
 /// Stack host rows of per-sample shape `dims` into a batch.
@@ -204,7 +241,7 @@ impl FeatureStore {
                 (done..done + n).into_par_iter().map(input).collect()
             };
             let x = crate::data::image::batch_tensor(&images, h, w, device);
-            let out = run_layers(prefix, Batch::Maps(x), &mut Context::inference(device))?;
+            let out = run_inference(prefix, Batch::Maps(x), device)?;
             let (d, values) = batch_to_rows(out);
             dims = d;
             if let (Some(wr), Some(t)) = (writer.as_mut(), tmp.as_ref()) {
