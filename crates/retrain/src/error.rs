@@ -52,6 +52,10 @@ pub enum Error {
     /// A request that does not fit the model or the zoo (unknown name, bad option).
     #[error("{0}")]
     Invalid(String),
+
+    /// A training step whose loss was NaN or infinite (no weight was changed).
+    #[error("the loss became {0}")]
+    NonFiniteLoss(f64),
 }
 
 impl Error {

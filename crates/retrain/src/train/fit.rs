@@ -1,8 +1,8 @@
 //! The training loop.
 
 use super::features::{
-    cache_key, execution_layers, frozen_prefix_len, prefix_fingerprint, run_layers, CacheFile,
-    FeatureStore,
+    cache_key, execution_layers, frozen_prefix_len, prefix_fingerprint, run_inference, run_layers,
+    CacheFile, FeatureStore,
 };
 use super::optimizer::{Optimizer, OptimizerKind};
 use super::run::{ResumeState, RunDir};
@@ -168,6 +168,35 @@ fn cross_entropy(logits: Tensor<2>, labels: &[usize], device: &Device) -> (Tenso
     (loss, correct)
 }
 
+/// One optimization step of the trainable `layers` on a batch: forward in training mode,
+/// cross-entropy against `labels`, backward, and `optimizer` updates with learning rate `lr`.
+/// Returns the batch's mean loss and how many predictions were right; a loss that is not
+/// finite is [`Error::NonFiniteLoss`] and changes no weight.
+pub fn train_step(
+    layers: &[LayerRef],
+    x: Batch,
+    labels: &[usize],
+    optimizer: &mut Optimizer,
+    lr: f64,
+    device: &Device,
+) -> Result<(f64, usize)> {
+    let mut ctx = Context::training(device, true);
+    let logits = run_layers(layers, x, &mut ctx)?.into_vectors("classifier output")?;
+    let (loss, right) = cross_entropy(logits, labels, device);
+    let loss_value = scalar(loss.clone());
+    if !loss_value.is_finite() {
+        return Err(Error::NonFiniteLoss(loss_value));
+    }
+    let grads = loss.backward();
+    optimizer.begin_step();
+    for (variable, leaf) in ctx.into_leaves() {
+        if let Some(grad) = leaf.grad(&grads) {
+            optimizer.update(&variable, grad, lr, device);
+        }
+    }
+    Ok((loss_value, right))
+}
+
 fn scalar(t: Tensor<1>) -> f64 {
     t.into_data()
         .convert::<f32>()
@@ -215,11 +244,7 @@ impl Plan<'_> {
                     .collect();
                 let [h, w] = self.pretrained.input_size;
                 let x = crate::data::image::batch_tensor(&views, h, w, &self.device);
-                run_layers(
-                    &self.prefix,
-                    Batch::Maps(x),
-                    &mut Context::inference(&self.device),
-                )
+                run_inference(&self.prefix, Batch::Maps(x), &self.device)
             }
         }
     }
@@ -231,8 +256,8 @@ impl Plan<'_> {
         let order: Vec<usize> = (0..labels.len()).collect();
         for chunk in order.chunks(batch_size) {
             let x = self.suffix_input(inputs, chunk, &mut rng)?;
-            let logits = run_layers(&self.suffix, x, &mut Context::inference(&self.device))?
-                .into_vectors("classifier output")?;
+            let logits =
+                run_inference(&self.suffix, x, &self.device)?.into_vectors("classifier output")?;
             let batch_labels: Vec<usize> = chunk.iter().map(|&i| labels[i]).collect();
             let (loss, right) = cross_entropy(logits, &batch_labels, &self.device);
             loss_sum += scalar(loss) * chunk.len() as f64;
@@ -408,28 +433,26 @@ pub fn fit(
                 .schedule
                 .rate(config.lr, global_step, total_steps, steps_per_epoch);
             let x = plan.suffix_input(&train_inputs, chunk, &mut rng)?;
-            let mut ctx = Context::training(device, true);
-            let logits =
-                run_layers(&plan.suffix, x, &mut ctx)?.into_vectors("classifier output")?;
             let labels: Vec<usize> = chunk.iter().map(|&i| train_labels[i]).collect();
-            let (loss, right) = cross_entropy(logits, &labels, device);
-            let loss_value = scalar(loss.clone());
-            if !loss_value.is_finite() {
-                restore(&plan.suffix, &best);
-                return Err(Error::Invalid(format!(
-                    "the loss became {loss_value} in epoch {} step {}; stopped and kept the weights of epoch {} (try a lower --lr)",
-                    epoch + 1,
-                    step + 1,
-                    state.best_epoch
-                )));
-            }
-            let grads = loss.backward();
-            optimizer.begin_step();
-            for (variable, leaf) in ctx.into_leaves() {
-                if let Some(grad) = leaf.grad(&grads) {
-                    optimizer.update(&variable, grad, lr, device);
+            let (loss_value, right) = match train_step(
+                &plan.suffix,
+                x,
+                &labels,
+                &mut optimizer,
+                lr,
+                device,
+            ) {
+                Err(Error::NonFiniteLoss(loss_value)) => {
+                    restore(&plan.suffix, &best);
+                    return Err(Error::Invalid(format!(
+                            "the loss became {loss_value} in epoch {} step {}; stopped and kept the weights of epoch {} (try a lower --lr)",
+                            epoch + 1,
+                            step + 1,
+                            state.best_epoch
+                        )));
                 }
-            }
+                other => other?,
+            };
             loss_sum += loss_value * chunk.len() as f64;
             correct += right;
             on_event(Event::Step {

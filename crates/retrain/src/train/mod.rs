@@ -11,4 +11,4 @@ pub mod report;
 pub mod run;
 pub mod schedule;
 
-pub use fit::{fit, EpochMetrics, Event, FitConfig, FitOutcome, Flow, TrainingSet};
+pub use fit::{fit, train_step, EpochMetrics, Event, FitConfig, FitOutcome, Flow, TrainingSet};
