@@ -27,3 +27,23 @@ pub use shape::Shape;
 pub fn default_device() -> Device {
     Device::flex()
 }
+
+/// A device by name: `cpu` (burn-flex), or `cuda` / `cuda:N` in a build with the `cuda` feature.
+pub fn device_named(name: &str) -> Result<Device> {
+    match name {
+        "cpu" | "flex" => Ok(Device::flex()),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Device::cuda(0)),
+        #[cfg(feature = "cuda")]
+        other if other.starts_with("cuda:") => other[5..]
+            .parse::<usize>()
+            .map(Device::cuda)
+            .map_err(|_| Error::Invalid(format!("bad device '{other}': expected cuda:N"))),
+        other if other.starts_with("cuda") => Err(Error::Invalid(format!(
+            "device '{other}' needs a build with the cuda feature (cargo build --release --features cuda)"
+        ))),
+        other => Err(Error::Invalid(format!(
+            "unknown device '{other}': expected cpu or cuda[:N]"
+        ))),
+    }
+}
