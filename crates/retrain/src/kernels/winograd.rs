@@ -13,8 +13,7 @@
 
 use rayon::prelude::*;
 
-/// Elementwise function applied after the bias (the folded activation of the layer).
-pub type Activation = fn(f32) -> f32;
+pub use super::Activation;
 
 /// The shape of a 3x3, stride-1, dilation-1, single-group convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,7 +188,7 @@ impl Conv3x3 {
                 for r in 0..4.min(oh - ty * 4) {
                     let y = ty * 4 + r;
                     for s in 0..4.min(ow - tx * 4) {
-                        let value = activation(done[(s * 4 + r) * count + local] + b);
+                        let value = activation.apply(done[(s * 4 + r) * count + local] + b);
                         *out.0.add(plane + y * ow + tx * 4 + s) = value;
                     }
                 }
@@ -347,7 +346,7 @@ mod tests {
             &host(x),
             &transform_kernels(&host(kernel), k, c),
             Some(&host(bias)),
-            |v| v.max(0.0),
+            Activation::Relu,
         );
         assert_eq!(got.len(), expected.len(), "{conv:?}: output size");
         let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -4,7 +4,8 @@ use super::{
     ActivationKind, Batch, Context, LayerBase, LayerKind, LayerSpec, LazyVariables, Padding,
 };
 use crate::error::{Error, Result};
-use crate::kernels::winograd::{transform_kernels, Activation, Conv3x3};
+use crate::kernels::winograd::{transform_kernels, Conv3x3};
+use crate::kernels::Activation;
 use crate::layers::Layer;
 use crate::shape::{check_window, window_output, Shape};
 use crate::variable::{Initializer, Variable};
@@ -159,10 +160,10 @@ impl Conv2d {
         ctx: &Context,
     ) -> Result<Option<Tensor<4>>> {
         let c = &self.config;
-        let activation: Activation = match c.activation {
-            ActivationKind::Linear => |v| v,
-            ActivationKind::Relu => |v| v.max(0.0),
-            ActivationKind::Relu6 => |v| v.clamp(0.0, 6.0),
+        let activation = match c.activation {
+            ActivationKind::Linear => Activation::Linear,
+            ActivationKind::Relu => Activation::Relu,
+            ActivationKind::Relu6 => Activation::Relu6,
             ActivationKind::Softmax => return Ok(None),
         };
         let [batch, in_channels, h, w] = x.dims();
