@@ -50,7 +50,8 @@ def ensure_venv():
 
 
 def build():
-    subprocess.run(["cargo", "build", "--release", "-p", "retrain-bench", "-p", "retrain-cli"], cwd=ROOT, check=True)
+    # The whole workspace, like the tests: one feature resolution, one build of Burn.
+    subprocess.run(["cargo", "build", "--release", "--workspace"], cwd=ROOT, check=True)
 
 
 def run_measured(command, cwd=ROOT):

@@ -48,15 +48,15 @@ if workload.startswith("forward-"):
 
 elif workload == "step-vgg16-block5":
     features = torchvision.models.vgg16().features
-    with torch.inference_mode():
-        x = features[:24].eval()(torch.rand(batch, 3, 224, 224) * 2 - 1).clone()
+    with torch.no_grad():
+        x = features[:24].eval()(torch.rand(batch, 3, 224, 224) * 2 - 1)
     model = torch.nn.Sequential(*features[24:], torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(512, CLASSES))
     step = train_step(model, x)
 elif workload == "step-lite0-last2":
     m = lite0().eval()
-    with torch.inference_mode():
+    with torch.no_grad():
         frozen = torch.nn.Sequential(m.conv_stem, m.bn1, *m.blocks[:5], *m.blocks[5][:3])
-        x = frozen(torch.rand(batch, 3, 224, 224) * 2 - 1).clone()
+        x = frozen(torch.rand(batch, 3, 224, 224) * 2 - 1)
     model = torch.nn.Sequential(m.blocks[5][3], m.blocks[6], m.conv_head, m.bn2, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(1280, CLASSES))
     step = train_step(model, x)
 elif workload == "step-dense-head":
