@@ -93,7 +93,7 @@ impl Conv3x3 {
         let [(pt, _), (pl, _)] = self.padding;
         let mut v = vec![0f32; 36 * c * count];
         let mut patches = vec![0f32; 36 * count];
-        let mut rows = vec![0f32; 36 * count];
+        let mut scratch = vec![0f32; 36 * count];
         let mut done = vec![0f32; 36 * count];
         for ci in 0..c {
             // patches[(r * 6 + s) * count + local]: the 6x6 input block, zero outside the image.
@@ -119,23 +119,8 @@ impl Conv3x3 {
                     }
                 }
             }
-            // Along the block's rows (into rows[s][i]), then its columns (into done[i][j]).
-            for s in 0..6 {
-                let line = std::array::from_fn(|r| &patches[(r * 6 + s) * count..][..count]);
-                transform_lanes(
-                    line,
-                    &mut rows[s * 6 * count..][..6 * count],
-                    input_transform,
-                );
-            }
-            for i in 0..6 {
-                let line = std::array::from_fn(|s| &rows[(s * 6 + i) * count..][..count]);
-                transform_lanes(
-                    line,
-                    &mut done[i * 6 * count..][..6 * count],
-                    input_transform,
-                );
-            }
+            let at = |r: usize, s: usize| &patches[(r * 6 + s) * count..][..count];
+            separable(at, &mut scratch, &mut done, input_transform);
             for (xi, values) in done.chunks_exact(count).enumerate() {
                 v[(xi * c + ci) * count..][..count].copy_from_slice(values);
             }
@@ -161,39 +146,45 @@ impl Conv3x3 {
     ) {
         let k = self.out_channels;
         let [oh, ow] = self.output();
-        let mut columns = vec![0f32; 24 * count];
+        let mut scratch = vec![0f32; 24 * count];
         let mut done = vec![0f32; 16 * count];
         for ko in 0..k {
             let b = bias.map_or(0.0, |b| b[ko]);
-            // Along rows (into columns[i][s]), then columns (into done[s][r]).
-            for i in 0..6 {
-                let line = std::array::from_fn(|j| &m[((i * 6 + j) * k + ko) * count..][..count]);
-                transform_lanes(
-                    line,
-                    &mut columns[i * 4 * count..][..4 * count],
-                    output_transform,
-                );
-            }
-            for s in 0..4 {
-                let line = std::array::from_fn(|i| &columns[(i * 4 + s) * count..][..count]);
-                transform_lanes(
-                    line,
-                    &mut done[s * 4 * count..][..4 * count],
-                    output_transform,
-                );
-            }
+            let at = |r: usize, s: usize| &m[((r * 6 + s) * k + ko) * count..][..count];
+            separable(at, &mut scratch, &mut done, output_transform);
             for local in 0..count {
                 let (image, ty, tx) = block_position(first + local, grid);
                 let plane = (image * k + ko) * oh * ow;
                 for r in 0..4.min(oh - ty * 4) {
                     let y = ty * 4 + r;
                     for s in 0..4.min(ow - tx * 4) {
-                        let value = activation.apply(done[(s * 4 + r) * count + local] + b);
+                        let value = activation.apply(done[(r * 4 + s) * count + local] + b);
                         *out.0.add(plane + y * ow + tx * 4 + s) = value;
                     }
                 }
             }
         }
+    }
+}
+
+/// The separable transform T d T^T of a 6x6 block for every lane (block) at once: `at(r, s)`
+/// holds element (r, s) of every lane; element (i, j) of the N x N result goes to
+/// `out[(i * N + j) * lanes..]`. `scratch` holds 6 x N lanes.
+fn separable<'a, const N: usize>(
+    at: impl Fn(usize, usize) -> &'a [f32],
+    scratch: &mut [f32],
+    out: &mut [f32],
+    transform: fn([f32; 6]) -> [f32; N],
+) {
+    let lanes = at(0, 0).len();
+    // Down each column s (into scratch[s][i]), then along each row i (into out[i][j]).
+    for s in 0..6 {
+        let line = std::array::from_fn(|r| at(r, s));
+        transform_lanes(line, &mut scratch[s * N * lanes..][..N * lanes], transform);
+    }
+    for i in 0..N {
+        let line = std::array::from_fn(|s| &scratch[(s * N + i) * lanes..][..lanes]);
+        transform_lanes(line, &mut out[i * N * lanes..][..N * lanes], transform);
     }
 }
 
