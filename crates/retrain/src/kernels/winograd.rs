@@ -169,7 +169,9 @@ impl Conv3x3 {
 
 /// The separable transform T d T^T of a 6x6 block for every lane (block) at once: `at(r, s)`
 /// holds element (r, s) of every lane; element (i, j) of the N x N result goes to
-/// `out[(i * N + j) * lanes..]`. `scratch` holds 6 x N lanes.
+/// `out[(i * N + j) * lanes..]`. `scratch` holds 6 x N lanes. Inlined, so that `transform`
+/// is a known function whose arithmetic vectorizes across lanes.
+#[inline(always)]
 fn separable<'a, const N: usize>(
     at: impl Fn(usize, usize) -> &'a [f32],
     scratch: &mut [f32],
