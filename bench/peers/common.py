@@ -5,7 +5,6 @@ process's peak RSS itself.
 """
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -88,7 +87,3 @@ def load_split(split, size=224, crop=0.875):
 def lite0_scale(x):
     """EfficientNet-Lite input scaling: (x/255 - 0.498) / 0.502, on [0, 255] values."""
     return (x / 255.0 - 0.498) / 0.502
-
-
-def median(values):
-    return statistics.median(values)

@@ -233,3 +233,65 @@ fn pooling_with_same_padding_ignores_padded_cells() {
     let (_, m) = to_vec(max.forward(Batch::Maps(x), ctx).unwrap());
     assert_eq!(m, vec![5.0, 6.0, 8.0, 9.0]);
 }
+
+/// Inference with the batch split across threads gives each image what running the whole batch
+/// through the layers gives it (MobileNetV2: depthwise and 1x1 convolutions with BatchNorm
+/// folded, residual adds).
+#[test]
+fn batch_split_inference_equals_whole_batch() {
+    use retrain::layers::{Batch, Context};
+    use retrain::train::features::{inference_layers, run_inference, run_layers};
+    use retrain::zoo::{self, Pooling, ZooOptions};
+
+    let device = default_device();
+    let entry = zoo::entry("mobilenet_v2_035").unwrap();
+    let model = (entry.build)(&ZooOptions {
+        include_top: false,
+        input: Some([32, 32]),
+        pooling: Pooling::Avg,
+        ..ZooOptions::default()
+    })
+    .unwrap();
+    model.initialize(7, &device);
+    let layers = inference_layers(&model, &device).unwrap();
+    let x = Tensor::<4>::from_data(
+        TensorData::new(values(5 * 3 * 32 * 32, 3), [5, 3, 32, 32]),
+        &device,
+    );
+    let host = |b: Batch| {
+        let dims = b.dims();
+        let Batch::Vectors(t) = b else {
+            panic!("pooled vectors expected, got {dims:?}")
+        };
+        (
+            dims,
+            t.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap(),
+        )
+    };
+    let (dims, whole) = host(
+        run_layers(
+            &layers,
+            Batch::Maps(x.clone()),
+            &mut Context::inference(&device),
+        )
+        .unwrap(),
+    );
+    let (split_dims, split) = host(run_inference(&layers, Batch::Maps(x), &device).unwrap());
+    assert_eq!(dims, vec![5, 1280]);
+    assert_eq!(split_dims, dims);
+    let scale = whole.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = whole
+        .iter()
+        .zip(&split)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(scale > 0.0, "degenerate features");
+    assert!(
+        diff <= 1e-5 * scale,
+        "split differs by {diff:e} (max {scale:e})"
+    );
+    // The images differ, so a split that mixed them up would show.
+    assert!(whole[..1280] != whole[1280..2560]);
+}

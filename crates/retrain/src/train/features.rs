@@ -8,7 +8,6 @@
 use crate::error::{Error, Result};
 use crate::layers::{Batch, Context, LayerRef};
 use crate::model::{Segment, Sequential};
-use crate::shape::Shape;
 use burn::tensor::{Device, Tensor, TensorData};
 use std::fs::File;
 use std::hash::{Hash, Hasher};
@@ -71,7 +70,6 @@ pub fn run_inference(layers: &[LayerRef], x: Batch, device: &Device) -> Result<B
         .into_par_iter()
         .map(|slice| run_layers(layers, slice, &mut Context::inference(device)))
         .collect::<Result<Vec<Batch>>>()?;
-    let first = outputs.first().map(Batch::shape);
     let mut maps = Vec::new();
     let mut vectors = Vec::new();
     for output in outputs {
@@ -80,9 +78,9 @@ pub fn run_inference(layers: &[LayerRef], x: Batch, device: &Device) -> Result<B
             Batch::Vectors(t) => vectors.push(t),
         }
     }
-    Ok(match first {
-        Some(Shape::Vector(_)) => Batch::Vectors(Tensor::cat(vectors, 0)),
-        _ => Batch::Maps(Tensor::cat(maps, 0)),
+    Ok(match maps.is_empty() {
+        true => Batch::Vectors(Tensor::cat(vectors, 0)),
+        false => Batch::Maps(Tensor::cat(maps, 0)),
     })
 }
 
