@@ -47,3 +47,23 @@ pub fn device_named(name: &str) -> Result<Device> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_named_and_unknown_names_say_what_exists() {
+        assert_eq!(device_named("cpu").unwrap(), Device::flex());
+        let unknown = device_named("tpu").unwrap_err().to_string();
+        assert!(
+            unknown.contains("'tpu'") && unknown.contains("cpu or cuda"),
+            "{unknown}"
+        );
+        #[cfg(not(feature = "cuda"))]
+        {
+            let cuda = device_named("cuda:1").unwrap_err().to_string();
+            assert!(cuda.contains("--features cuda"), "{cuda}");
+        }
+    }
+}

@@ -181,3 +181,26 @@ impl std::fmt::Debug for Variable {
         write!(f, "('{}', {:?})", self.path(), self.shape())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_values_are_kept_until_the_value_is_assigned() {
+        let device = Device::flex();
+        let variable = Variable::new("conv/kernel".into(), vec![3], true, Initializer::Ones);
+        let calls = std::cell::Cell::new(0);
+        let doubled = |values: &[f32]| {
+            calls.set(calls.get() + 1);
+            values.iter().map(|v| v * 2.0).collect()
+        };
+        assert_eq!(*variable.derived(&device, doubled), vec![2.0; 3]);
+        assert_eq!(*variable.derived(&device, doubled), vec![2.0; 3]);
+        assert_eq!(calls.get(), 1, "computed once while the value stands");
+        // An optimizer step or a weights file assigns: the next use sees the new value.
+        variable.assign_data(vec![1.0, 2.0, 3.0], &device);
+        assert_eq!(*variable.derived(&device, doubled), vec![2.0, 4.0, 6.0]);
+        assert_eq!(calls.get(), 2);
+    }
+}
