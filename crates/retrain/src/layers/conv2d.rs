@@ -155,6 +155,7 @@ impl Conv2d {
     fn winograd(
         &self,
         x: &Tensor<4>,
+        kernel_var: &Variable,
         groups: usize,
         padding: [(usize, usize); 2],
         ctx: &Context,
@@ -178,7 +179,6 @@ impl Conv2d {
         if !eligible {
             return Ok(None);
         }
-        let kernel_var = self.variables.get(self.name(), 0)?;
         let out_channels = kernel_var.shape()[0];
         let kernels = kernel_var.derived(&device, |kernel| {
             transform_kernels(kernel, out_channels, in_channels)
@@ -271,21 +271,21 @@ impl Layer for Conv2d {
                 ),
             ));
         }
-        let kernel = ctx.weight::<4>(&kernel_var, trainable);
-        let bias = if c.use_bias {
-            Some(ctx.weight::<1>(&self.variables.get(self.name(), 1)?, trainable))
-        } else {
-            None
-        };
         let ph = c
             .padding
             .amounts(h, c.kernel[0], c.strides[0], c.dilation[0]);
         let pw = c
             .padding
             .amounts(w, c.kernel[1], c.strides[1], c.dilation[1]);
-        if let Some(y) = self.winograd(&x, groups, [ph, pw], ctx)? {
+        if let Some(y) = self.winograd(&x, &kernel_var, groups, [ph, pw], ctx)? {
             return Ok(Batch::Maps(y));
         }
+        let kernel = ctx.weight::<4>(&kernel_var, trainable);
+        let bias = if c.use_bias {
+            Some(ctx.weight::<1>(&self.variables.get(self.name(), 1)?, trainable))
+        } else {
+            None
+        };
         let options = ConvOptions::new_with_padding(c.strides, [ph, pw], c.dilation, groups);
         Ok(Batch::Maps(
             c.activation.apply(conv2d(x, kernel, bias, options)),
