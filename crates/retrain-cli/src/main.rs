@@ -31,7 +31,22 @@ enum Command {
     Extract(commands::extract::ExtractArgs),
 }
 
+/// Die quietly on a closed stdout (`retrain models | head`) like other Unix tools, instead of
+/// Rust's default of ignoring SIGPIPE and panicking in `println!`. Run files are written
+/// atomically, so being stopped here loses nothing.
+#[cfg(unix)]
+fn restore_default_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_default_sigpipe() {}
+
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models => commands::zoo::models(),

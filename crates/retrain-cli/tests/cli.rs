@@ -46,6 +46,29 @@ fn models_lists_the_zoo() {
     ] {
         assert!(text.contains(needle), "{needle} missing in\n{text}");
     }
+    let lite0 = text
+        .lines()
+        .find(|line| line.starts_with("efficientnet_lite0"))
+        .unwrap();
+    assert!(
+        lite0.contains("224x224   288x288"),
+        "input and transfer sizes: {lite0}"
+    );
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_without_a_panic() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retrain"))
+        .arg("models")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // like `retrain models | head -0`
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]

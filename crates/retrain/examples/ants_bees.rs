@@ -47,6 +47,7 @@ fn main() -> retrain::Result<()> {
             dropout: 0.0,
         },
         folder.class_names.len(),
+        None,
         &device,
     )?;
     let train = decode_samples(&folder.train, &pretrained, &|_| {});

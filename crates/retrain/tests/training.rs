@@ -49,6 +49,7 @@ fn synthetic_folder(root: &Path) {
 fn config() -> PretrainedConfig {
     PretrainedConfig {
         input_size: [32, 32],
+        transfer_input_size: None,
         crop_pct: 1.0,
         interpolation: Interpolation::Bilinear,
         preprocess: PreprocessMode::Tf,

@@ -50,3 +50,19 @@ fn each_entry_declares_its_input_size() {
         );
     }
 }
+
+#[test]
+fn transfer_size_is_the_fixres_size_unless_asked() {
+    let lite0 = (zoo::entry("efficientnet_lite0").unwrap().pretrained)();
+    assert_eq!(lite0.for_transfer(None).input_size, [288, 288]);
+    assert_eq!(lite0.for_transfer(Some([256, 256])).input_size, [256, 256]);
+    let run = lite0.for_transfer(None);
+    assert_eq!(run.transfer_input_size, None);
+    assert_eq!(run.resize_to(), 329, "288 / 0.875, the same crop fraction");
+    let vgg = (zoo::entry("vgg16").unwrap().pretrained)();
+    assert_eq!(
+        vgg.for_transfer(None),
+        vgg,
+        "no transfer size: the input size"
+    );
+}

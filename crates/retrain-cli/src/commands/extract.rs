@@ -33,6 +33,9 @@ pub struct ExtractArgs {
     layer: Option<String>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Square input size the base runs at (default: the base's transfer size).
+    #[arg(long)]
+    image_size: Option<usize>,
 }
 
 pub fn run(args: ExtractArgs) -> Result<ExitCode> {
@@ -42,6 +45,7 @@ pub fn run(args: ExtractArgs) -> Result<ExitCode> {
         &args.base,
         &super::weights::resolve(&args.base, &args.weights)?,
         Pooling::Avg,
+        args.image_size.map(|size| [size; 2]),
         &device,
     )?;
     let folder = ImageFolder::scan(

@@ -47,6 +47,10 @@ pub struct FitArgs {
     /// download the published ones into the cache.
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// Square input size the base runs at (default: the base's transfer size, e.g. 288 for
+    /// efficientnet_lite0, which was trained at 224; `retrain models` lists them).
+    #[arg(long, conflicts_with = "from")]
+    image_size: Option<usize>,
     /// Fine-tune the model of this run directory.
     #[arg(long)]
     from: Option<PathBuf>,
@@ -235,7 +239,14 @@ pub fn run(args: FitArgs) -> Result<ExitCode> {
                 hidden: args.hidden,
                 dropout: args.dropout,
             };
-            transfer_model(base, weights, &head, folder.class_names.len(), &device)?
+            transfer_model(
+                base,
+                weights,
+                &head,
+                folder.class_names.len(),
+                args.image_size.map(|size| [size; 2]),
+                &device,
+            )?
         };
         let run_dir = RunDir::create(&args.out)?;
         (model, pretrained, folder.class_names, config, run_dir, None)

@@ -92,8 +92,8 @@ pub struct SummaryArgs {
 
 pub fn models() -> Result<ExitCode> {
     println!(
-        "{:<20} {:>13} {:>11} {:>9}  description",
-        "name", "params", "no-top", "input"
+        "{:<20} {:>13} {:>11} {:>9} {:>9}  description",
+        "name", "params", "no-top", "input", "transfer"
     );
     for entry in zoo::entries() {
         let full = (entry.build)(&ZooOptions::default())?;
@@ -101,13 +101,16 @@ pub fn models() -> Result<ExitCode> {
             include_top: false,
             ..ZooOptions::default()
         })?;
-        let [h, w] = (entry.pretrained)().input_size;
+        let pretrained = (entry.pretrained)();
+        let [h, w] = pretrained.input_size;
+        let [th, tw] = pretrained.for_transfer(None).input_size;
         println!(
-            "{:<20} {:>13} {:>11} {:>9}  {}",
+            "{:<20} {:>13} {:>11} {:>9} {:>9}  {}",
             entry.name,
             retrain::model::group_thousands(full.param_count()),
             retrain::model::group_thousands(base.param_count()),
             format!("{h}x{w}"),
+            format!("{th}x{tw}"),
             entry.description
         );
     }

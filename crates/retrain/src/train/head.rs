@@ -37,16 +37,18 @@ pub struct HeadConfig {
 }
 
 /// `Sequential[Preprocess, base (frozen, no top, `pooling`)]` named `name`, the base loaded from
-/// `weights` at its pretrained input size.
+/// `weights`, at `input_size` if given, else at its pretrained config's transfer size
+/// ([`PretrainedConfig::for_transfer`]). Returns the config the run's images must follow.
 pub fn frozen_base(
     name: &str,
     base_name: &str,
     weights: &Path,
     pooling: Pooling,
+    input_size: Option<[usize; 2]>,
     device: &Device,
 ) -> Result<(Sequential, PretrainedConfig)> {
     let entry = zoo::entry(base_name)?;
-    let pretrained = (entry.pretrained)();
+    let pretrained = (entry.pretrained)().for_transfer(input_size);
     let base = zoo::load_pretrained(
         entry,
         &ZooOptions {
@@ -69,16 +71,23 @@ pub fn frozen_base(
 }
 
 /// `Sequential[Preprocess, base (frozen), pooling, (Dense + ReLU), (Dropout), Dense(classes)]`,
-/// the base loaded from `weights`. The output is logits.
+/// the base loaded from `weights` (at `input_size` as in [`frozen_base`]). The output is logits.
 pub fn transfer_model(
     base_name: &str,
     weights: &Path,
     head: &HeadConfig,
     classes: usize,
+    input_size: Option<[usize; 2]>,
     device: &Device,
 ) -> Result<(Sequential, PretrainedConfig)> {
-    let (mut model, pretrained) =
-        frozen_base("classifier", base_name, weights, Pooling::None, device)?;
+    let (mut model, pretrained) = frozen_base(
+        "classifier",
+        base_name,
+        weights,
+        Pooling::None,
+        input_size,
+        device,
+    )?;
     let pooling: LayerRef = match head.pooling {
         HeadPooling::Gap => Arc::new(GlobalAveragePooling2d::new(None)),
         HeadPooling::Flatten => Arc::new(Flatten::new(None)),

@@ -21,6 +21,8 @@ struct Variant {
     width: f64,
     depth: f64,
     resolution: usize,
+    /// Input size for transfer learning where a larger one measurably gives better features.
+    transfer_resolution: Option<usize>,
     /// Evaluation crop fraction and resize filter of timm's `tf_efficientnet_lite*` configs.
     crop_pct: f64,
     interpolation: Interpolation,
@@ -52,6 +54,7 @@ const VARIANTS: [Variant; 5] = [
         width: 1.0,
         depth: 1.0,
         resolution: 224,
+        transfer_resolution: Some(288),
         crop_pct: 0.875,
         interpolation: Interpolation::Bicubic,
         dropout: 0.2,
@@ -69,6 +72,7 @@ const VARIANTS: [Variant; 5] = [
         width: 1.0,
         depth: 1.1,
         resolution: 240,
+        transfer_resolution: None,
         crop_pct: 0.882,
         interpolation: Interpolation::Bicubic,
         dropout: 0.2,
@@ -86,6 +90,7 @@ const VARIANTS: [Variant; 5] = [
         width: 1.1,
         depth: 1.2,
         resolution: 260,
+        transfer_resolution: None,
         crop_pct: 0.890,
         interpolation: Interpolation::Bicubic,
         dropout: 0.3,
@@ -103,6 +108,7 @@ const VARIANTS: [Variant; 5] = [
         width: 1.2,
         depth: 1.4,
         resolution: 280,
+        transfer_resolution: None,
         crop_pct: 0.904,
         interpolation: Interpolation::Bilinear,
         dropout: 0.3,
@@ -114,6 +120,7 @@ const VARIANTS: [Variant; 5] = [
         width: 1.4,
         depth: 1.8,
         resolution: 300,
+        transfer_resolution: None,
         crop_pct: 0.920,
         interpolation: Interpolation::Bilinear,
         dropout: 0.3,
@@ -165,6 +172,7 @@ lite_entry!(
 fn pretrained(variant: &Variant) -> PretrainedConfig {
     PretrainedConfig {
         input_size: [variant.resolution; 2],
+        transfer_input_size: variant.transfer_resolution.map(|size| [size; 2]),
         crop_pct: variant.crop_pct,
         interpolation: variant.interpolation,
         preprocess: PreprocessMode::MeanStd {

@@ -41,6 +41,7 @@ pub const INCEPTION_V3: ZooEntry = ZooEntry {
 fn pretrained() -> PretrainedConfig {
     PretrainedConfig {
         input_size: [299, 299],
+        transfer_input_size: None,
         crop_pct: 0.875,
         interpolation: Interpolation::Bilinear,
         preprocess: PreprocessMode::Tf,

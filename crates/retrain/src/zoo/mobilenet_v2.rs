@@ -38,6 +38,7 @@ pub const MOBILENET_V2_035: ZooEntry = ZooEntry {
 fn pretrained() -> PretrainedConfig {
     PretrainedConfig {
         input_size: [224, 224],
+        transfer_input_size: None,
         crop_pct: 0.875,
         interpolation: Interpolation::Bilinear,
         preprocess: PreprocessMode::Tf,

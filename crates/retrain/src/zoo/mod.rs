@@ -32,6 +32,12 @@ pub enum Interpolation {
 pub struct PretrainedConfig {
     /// Network input, height and width.
     pub input_size: [usize; 2],
+    /// Input size transfer learning (fit, extract) runs the base at, when larger than
+    /// `input_size`: a network pretrained on random resized crops saw objects larger than a
+    /// center crop shows them, so its features are better at a larger input (FixRes, Touvron et
+    /// al. 2019; timm's `test_input_size`). `None`: `input_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_input_size: Option<[usize; 2]>,
     /// The shorter side is resized to `input / crop_pct`, then the center is cropped to the input
     /// (timm's rule; 0.875 gives the classic resize 256, crop 224).
     pub crop_pct: f64,
@@ -44,6 +50,16 @@ pub struct PretrainedConfig {
 }
 
 impl PretrainedConfig {
+    /// The config a transfer-learning run uses: `size` if given, else `transfer_input_size`, else
+    /// `input_size`; same crop fraction, filter and preprocessing.
+    pub fn for_transfer(&self, size: Option<[usize; 2]>) -> PretrainedConfig {
+        PretrainedConfig {
+            input_size: size.or(self.transfer_input_size).unwrap_or(self.input_size),
+            transfer_input_size: None,
+            ..self.clone()
+        }
+    }
+
     /// The shorter-side length images are resized to before the center crop.
     pub fn resize_to(&self) -> usize {
         (self.input_size[0].min(self.input_size[1]) as f64 / self.crop_pct).floor() as usize

@@ -37,6 +37,7 @@ pub const RESNET50: ZooEntry = ZooEntry {
 fn pretrained() -> PretrainedConfig {
     PretrainedConfig {
         input_size: [224, 224],
+        transfer_input_size: None,
         crop_pct: 0.875,
         interpolation: Interpolation::Bilinear,
         preprocess: PreprocessMode::Caffe,

@@ -58,6 +58,7 @@ pub const VGG19: ZooEntry = ZooEntry {
 fn pretrained() -> PretrainedConfig {
     PretrainedConfig {
         input_size: [224, 224],
+        transfer_input_size: None,
         crop_pct: 0.875,
         interpolation: Interpolation::Bilinear,
         preprocess: PreprocessMode::Caffe,
