@@ -4,6 +4,8 @@ use super::{
     ActivationKind, Batch, Context, LayerBase, LayerKind, LayerSpec, LazyVariables, Padding,
 };
 use crate::error::{Error, Result};
+use crate::kernels::depthwise::Depthwise;
+use crate::kernels::pointwise::Pointwise;
 use crate::kernels::winograd::{transform_kernels, Conv3x3};
 use crate::kernels::Activation;
 use crate::layers::Layer;
@@ -148,62 +150,115 @@ impl Conv2d {
     }
 }
 
+/// Which CPU inference kernel runs a convolution, by its shape.
+enum CpuKernel {
+    Winograd(Conv3x3),
+    Pointwise(Pointwise),
+    Depthwise(Depthwise),
+}
+
 impl Conv2d {
-    /// At inference on the CPU, a 3x3 stride-1 dense convolution through the Winograd kernel
-    /// ([`crate::kernels::winograd`]); `None` where Burn's `conv2d` runs instead (training,
-    /// other devices, other shapes).
-    fn winograd(
+    /// The CPU inference kernel for this convolution on `x`, if one applies: Winograd for 3x3
+    /// stride-1 dense convolutions, the fused pointwise kernel for 1x1 stride-1 dense ones, the
+    /// fused depthwise kernel for one filter per channel. `None` where Burn's `conv2d` runs
+    /// (training, other devices, other shapes, a softmax activation).
+    fn cpu_kernel(
         &self,
         x: &Tensor<4>,
-        kernel_var: &Variable,
         groups: usize,
         padding: [(usize, usize); 2],
         ctx: &Context,
-    ) -> Result<Option<Tensor<4>>> {
+    ) -> Option<(CpuKernel, Activation)> {
         let c = &self.config;
         let activation = match c.activation {
             ActivationKind::Linear => Activation::Linear,
             ActivationKind::Relu => Activation::Relu,
             ActivationKind::Relu6 => Activation::Relu6,
-            ActivationKind::Softmax => return Ok(None),
+            ActivationKind::Softmax => return None,
         };
         let [batch, in_channels, h, w] = x.dims();
-        let device = x.device();
-        let eligible = !ctx.training
-            && c.kernel == [3, 3]
-            && c.strides == [1, 1]
-            && c.dilation == [1, 1]
-            && groups == 1
-            && in_channels >= WINOGRAD_MIN_CHANNELS
-            && device == Device::flex();
-        if !eligible {
-            return Ok(None);
+        if ctx.training || c.dilation != [1, 1] || x.device() != Device::flex() {
+            return None;
         }
-        let out_channels = kernel_var.shape()[0];
-        let kernels = kernel_var.derived(&device, |kernel| {
-            transform_kernels(kernel, out_channels, in_channels)
-        });
-        let bias = match c.use_bias {
+        let kernel = if c.filters.is_none() {
+            (c.depth_multiplier == 1).then_some(CpuKernel::Depthwise(Depthwise {
+                batch,
+                channels: in_channels,
+                input: [h, w],
+                kernel: c.kernel,
+                stride: c.strides,
+                padding,
+            }))?
+        } else if groups != 1 || c.strides != [1, 1] {
+            return None;
+        } else if c.kernel == [1, 1] && padding == [(0, 0); 2] {
+            CpuKernel::Pointwise(Pointwise {
+                batch,
+                in_channels,
+                out_channels: c.filters?,
+                pixels: h * w,
+            })
+        } else if c.kernel == [3, 3] && in_channels >= WINOGRAD_MIN_CHANNELS {
+            CpuKernel::Winograd(Conv3x3 {
+                batch,
+                in_channels,
+                out_channels: c.filters?,
+                input: [h, w],
+                padding,
+            })
+        } else {
+            return None;
+        };
+        Some((kernel, activation))
+    }
+
+    /// Run `kernel` on `x` (taken by value so an unshared map reaches the host without a copy).
+    fn run_cpu_kernel(
+        &self,
+        x: Tensor<4>,
+        kernel_var: &Variable,
+        kernel: CpuKernel,
+        activation: Activation,
+    ) -> Result<Tensor<4>> {
+        let device = x.device();
+        let [_, _, h, w] = x.dims();
+        let bias = match self.config.use_bias {
             true => Some(self.variables.get(self.name(), 1)?.to_vec(&device)),
             false => None,
         };
-        let input = x.clone().into_data().convert::<f32>().try_into_vec::<f32>();
-        let Ok(input) = input else {
-            return Ok(None);
+        let input = x
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::shape(self.name(), format!("input not readable as f32: {e:?}")))?;
+        let bias = bias.as_deref();
+        let (values, shape) = match kernel {
+            CpuKernel::Winograd(conv) => {
+                let (k, c) = (conv.out_channels, conv.in_channels);
+                let kernels = kernel_var.derived(&device, |w| transform_kernels(w, k, c));
+                let [oh, ow] = conv.output();
+                (
+                    conv.run(&input, &kernels, bias, activation),
+                    [conv.batch, k, oh, ow],
+                )
+            }
+            CpuKernel::Pointwise(conv) => {
+                let weights = kernel_var.derived(&device, <[f32]>::to_vec);
+                (
+                    conv.run(&input, &weights, bias, activation),
+                    [conv.batch, conv.out_channels, h, w],
+                )
+            }
+            CpuKernel::Depthwise(conv) => {
+                let weights = kernel_var.derived(&device, <[f32]>::to_vec);
+                let [oh, ow] = conv.output();
+                (
+                    conv.run(&input, &weights, bias, activation),
+                    [conv.batch, conv.channels, oh, ow],
+                )
+            }
         };
-        let conv = Conv3x3 {
-            batch,
-            in_channels,
-            out_channels,
-            input: [h, w],
-            padding,
-        };
-        let [oh, ow] = conv.output();
-        let y = conv.run(&input, &kernels, bias.as_deref(), activation);
-        Ok(Some(Tensor::from_data(
-            TensorData::new(y, [batch, conv.out_channels, oh, ow]),
-            &device,
-        )))
+        Ok(Tensor::from_data(TensorData::new(values, shape), &device))
     }
 }
 
@@ -277,8 +332,13 @@ impl Layer for Conv2d {
         let pw = c
             .padding
             .amounts(w, c.kernel[1], c.strides[1], c.dilation[1]);
-        if let Some(y) = self.winograd(&x, &kernel_var, groups, [ph, pw], ctx)? {
-            return Ok(Batch::Maps(y));
+        if let Some((kernel, activation)) = self.cpu_kernel(&x, groups, [ph, pw], ctx) {
+            return Ok(Batch::Maps(self.run_cpu_kernel(
+                x,
+                &kernel_var,
+                kernel,
+                activation,
+            )?));
         }
         let kernel = ctx.weight::<4>(&kernel_var, trainable);
         let bias = if c.use_bias {

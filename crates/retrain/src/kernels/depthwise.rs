@@ -1,0 +1,233 @@
+//! Depthwise convolution (one filter per channel, any kernel size and stride) with its bias and
+//! activation, at inference on the CPU.
+//!
+//! Each channel plane is convolved on its own (planes in parallel): the plane is copied once,
+//! zero-padded, into a per-thread scratch buffer with its columns split by stride phase, so
+//! every kernel tap reads contiguous columns whatever the stride and padding (TF "SAME" pads
+//! asymmetrically); eight output columns accumulate all taps in registers, and the bias and
+//! activation are applied while the plane is in cache. Burn's depthwise path pads into a new
+//! tensor for asymmetric padding and runs the activation as a separate pass.
+
+use rayon::prelude::*;
+
+pub use super::Activation;
+
+/// Output columns computed together, in one AVX register.
+const LANES: usize = 8;
+
+/// The shape of a depthwise convolution with one filter per channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Depthwise {
+    /// Batch size.
+    pub batch: usize,
+    /// Channels (in and out).
+    pub channels: usize,
+    /// Input height and width.
+    pub input: [usize; 2],
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// Zero padding (before, after) for height and width.
+    pub padding: [(usize, usize); 2],
+}
+
+impl Depthwise {
+    /// Output height and width.
+    pub fn output(&self) -> [usize; 2] {
+        let size = |n: usize, (before, after): (usize, usize), k: usize, s: usize| {
+            (n + before + after)
+                .checked_sub(k)
+                .map_or(0, |span| span / s + 1)
+        };
+        [
+            size(
+                self.input[0],
+                self.padding[0],
+                self.kernel[0],
+                self.stride[0],
+            ),
+            size(
+                self.input[1],
+                self.padding[1],
+                self.kernel[1],
+                self.stride[1],
+            ),
+        ]
+    }
+
+    /// `input` NCHW, `kernel` C x kh x kw (the (C, 1, kh, kw) kernel), `bias` one per channel;
+    /// the result is NCHW with `activation` applied.
+    pub fn run(
+        &self,
+        input: &[f32],
+        kernel: &[f32],
+        bias: Option<&[f32]>,
+        activation: Activation,
+    ) -> Vec<f32> {
+        let [h, w] = self.input;
+        let [oh, ow] = self.output();
+        let [kh, kw] = self.kernel;
+        let taps = kh * kw;
+        assert_eq!(
+            input.len(),
+            self.batch * self.channels * h * w,
+            "input size"
+        );
+        assert_eq!(kernel.len(), self.channels * taps, "kernel size");
+        let mut output = vec![0f32; self.batch * self.channels * oh * ow];
+        if oh == 0 || ow == 0 {
+            return output;
+        }
+        output
+            .par_chunks_mut(oh * ow)
+            .zip(input.par_chunks(h * w))
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (plane, (out, x))| {
+                let channel = plane % self.channels;
+                let filter = &kernel[channel * taps..(channel + 1) * taps];
+                let b = bias.map_or(0.0, |b| b[channel]);
+                super::with_avx2(|| {
+                    self.plane(x, filter, out, scratch);
+                    activation.apply_with_bias(out, b);
+                });
+            });
+        output
+    }
+
+    /// One channel: `out` (oh x ow) = `x` (h x w) convolved with `filter` (kh x kw). `scratch`
+    /// receives the zero-padded plane with its columns split by stride phase (column `c` at
+    /// phase `c % sw`, index `c / sw`), so every tap reads contiguous columns for any stride.
+    #[inline(always)]
+    fn plane(&self, x: &[f32], filter: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+        let [h, w] = self.input;
+        let [_, ow] = self.output();
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        let [(pt, pb), (pl, pr)] = self.padding;
+        let padded_w = w + pl + pr;
+        let phase_w = padded_w.div_ceil(sw);
+        let row_len = phase_w * sw;
+        scratch.clear();
+        scratch.resize((h + pt + pb) * row_len + LANES, 0.0);
+        for (y, row) in x.chunks(w).enumerate() {
+            let padded = &mut scratch[(y + pt) * row_len..(y + pt + 1) * row_len];
+            if sw == 1 {
+                padded[pl..pl + w].copy_from_slice(row);
+                continue;
+            }
+            for (phase, columns) in padded.chunks_mut(phase_w).enumerate() {
+                // Padded column j * sw + phase is input column j * sw + phase - pl.
+                let skip = pl.saturating_sub(phase).div_ceil(sw);
+                let first_input = skip * sw + phase - pl;
+                for (slot, &v) in columns[skip..]
+                    .iter_mut()
+                    .zip(row.iter().skip(first_input).step_by(sw))
+                {
+                    *slot = v;
+                }
+            }
+        }
+        // Where tap (dy, dx) reads for output column ox: row oy*sh + dy, phase dx % sw, index
+        // ox + dx / sw.
+        let taps: Vec<(usize, usize, f32)> = (0..kh)
+            .flat_map(|dy| (0..kw).map(move |dx| (dy, dx)))
+            .map(|(dy, dx)| (dy, (dx % sw) * phase_w + dx / sw, filter[dy * kw + dx]))
+            .collect();
+        for (oy, out_row) in out.chunks_mut(ow).enumerate() {
+            let rows = &scratch[oy * sh * row_len..];
+            // Whole groups of LANES columns; the last group's extra lanes read the slack at the
+            // end of `scratch` or the next row and are not stored.
+            for first in (0..ow).step_by(LANES) {
+                let mut acc = [0f32; LANES];
+                for &(dy, offset, weight) in &taps {
+                    let start = dy * row_len + offset + first;
+                    let src: &[f32; LANES] = rows[start..start + LANES].try_into().expect("lanes");
+                    for (a, &v) in acc.iter_mut().zip(src) {
+                        *a += weight * v;
+                    }
+                }
+                let stored = LANES.min(ow - first);
+                out_row[first..first + stored].copy_from_slice(&acc[..stored]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution written out as loops over every output and tap.
+    fn reference(conv: Depthwise, x: &[f32], k: &[f32], bias: &[f32]) -> Vec<f32> {
+        let [h, w] = conv.input;
+        let [oh, ow] = conv.output();
+        let [kh, kw] = conv.kernel;
+        let [(pt, _), (pl, _)] = conv.padding;
+        let mut out = Vec::new();
+        for n in 0..conv.batch {
+            for c in 0..conv.channels {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut sum = bias[c];
+                        for dy in 0..kh {
+                            for dx in 0..kw {
+                                let iy = (oy * conv.stride[0] + dy) as isize - pt as isize;
+                                let ix = (ox * conv.stride[1] + dx) as isize - pl as isize;
+                                if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                                    let xi = ((n * conv.channels + c) * h + iy as usize) * w
+                                        + ix as usize;
+                                    sum += k[(c * kh + dy) * kw + dx] * x[xi];
+                                }
+                            }
+                        }
+                        out.push(sum);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_loops_for_every_padding_and_stride() {
+        let value = |i: usize, scale: f32| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * scale;
+        for (kernel, stride, padding, input) in [
+            (3, 1, [(1, 1), (1, 1)], [9, 11]),
+            (3, 2, [(0, 1), (0, 1)], [10, 13]), // TF SAME, stride 2: pad after only
+            (5, 2, [(1, 2), (1, 2)], [11, 12]),
+            (5, 1, [(2, 2), (2, 2)], [7, 5]),
+            (3, 1, [(0, 0), (0, 0)], [3, 8]),
+            (5, 1, [(2, 2), (2, 2)], [1, 1]), // every tap but the centre outside
+        ] {
+            let conv = Depthwise {
+                batch: 2,
+                channels: 3,
+                input,
+                kernel: [kernel; 2],
+                stride: [stride; 2],
+                padding,
+            };
+            let x: Vec<f32> = (0..2 * 3 * input[0] * input[1])
+                .map(|i| value(i, 3.0))
+                .collect();
+            let k: Vec<f32> = (0..3 * kernel * kernel)
+                .map(|i| value(i + 7, 1.0))
+                .collect();
+            let bias = [0.5, -0.25, 0.0];
+            let got = conv.run(&x, &k, Some(&bias), Activation::Linear);
+            let want = reference(conv, &x, &k, &bias);
+            assert_eq!(got.len(), want.len(), "{conv:?}");
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "{conv:?}: max difference {worst}");
+            let clamped = conv.run(&x, &k, Some(&bias), Activation::Relu6);
+            for (c, v) in clamped.iter().zip(&got) {
+                assert_eq!(*c, v.clamp(0.0, 6.0));
+            }
+        }
+    }
+}
