@@ -1,11 +1,13 @@
 //! The zoo architectures against Keras 3 (tools/keras_parity_fixtures.py): every
 //! variable filled from the same formula of its Keras path and index, the same input, outputs
-//! equal to 1e-4 relative.
+//! equal to 1e-4 relative, both from the model as built and from its inference plan (BatchNorm
+//! folded, also inside residual graphs, and the CPU kernels).
 
 use burn::tensor::{Tensor, TensorData};
 use retrain::default_device;
-use retrain::layers::{Batch, Context, Layer};
+use retrain::layers::{Batch, Context, Layer, LayerKind, LayerRef};
 use retrain::model::Sequential;
+use retrain::train::features::{inference_layers, run_layers};
 use retrain::variable::Variable;
 use retrain::weights::safetensors::SafetensorsFile;
 use retrain::weights::TensorSource;
@@ -97,13 +99,18 @@ fn fixture(name: &str) -> (Tensor<4>, Vec<usize>, Vec<f32>) {
 }
 
 /// The pooled features of `model` for `input`: dimensions and values.
-fn pooled(model: &Sequential, input: Tensor<4>) -> (Vec<usize>, Vec<f32>) {
-    let out = model
-        .forward(
-            Batch::Maps(input),
-            &mut Context::inference(&default_device()),
-        )
-        .unwrap();
+/// BatchNorm layers among `layers` and everything inside them.
+fn batch_norms(layers: &[LayerRef]) -> usize {
+    layers
+        .iter()
+        .map(|l| {
+            usize::from(matches!(l.spec().kind, LayerKind::BatchNorm(_)))
+                + batch_norms(&l.sublayers())
+        })
+        .sum()
+}
+
+fn pooled(out: Batch) -> (Vec<usize>, Vec<f32>) {
     let dims = out.dims();
     match out {
         Batch::Vectors(t) => (
@@ -134,16 +141,23 @@ fn check(name: &str) {
     for variable in model.variables() {
         fill(&variable);
     }
-    let (dims, got) = pooled(&model, input);
-    assert_eq!(dims, out_shape);
+    let device = default_device();
+    let plan = inference_layers(&model, &device).unwrap();
+    assert_eq!(batch_norms(&plan), 0, "{name}: every BatchNorm is folded");
+    let as_built = model.forward(Batch::Maps(input.clone()), &mut Context::inference(&device));
+    let planned = run_layers(&plan, Batch::Maps(input), &mut Context::inference(&device));
     let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = max_difference(&got, &expected);
-    eprintln!("{name}: max |difference| {diff:e}, max |output| {scale:e}");
     assert!(scale > 1e-3, "{name}: a degenerate fixture");
-    assert!(
-        diff <= 1e-4 * scale,
-        "{name}: max difference {diff:e} against max |output| {scale:e}"
-    );
+    for (how, out) in [("as built", as_built), ("inference plan", planned)] {
+        let (dims, got) = pooled(out.unwrap());
+        assert_eq!(dims, out_shape);
+        let diff = max_difference(&got, &expected);
+        eprintln!("{name} {how}: max |difference| {diff:e}, max |output| {scale:e}");
+        assert!(
+            diff <= 1e-4 * scale,
+            "{name} {how}: max difference {diff:e} against max |output| {scale:e}"
+        );
+    }
     // The two images give different features: the comparison is not of constants.
     let half = expected.len() / 2;
     assert!(expected[..half] != expected[half..]);
@@ -202,7 +216,11 @@ fn keras_hdf5_weights_in_both_layouts_reproduce_keras() {
             .join("tests/data/keras")
             .join(file);
         let model = zoo::load_pretrained(entry, &options, &path, &default_device()).unwrap();
-        let diff = max_difference(&pooled(&model, input.clone()).1, &expected);
+        let out = model.forward(
+            Batch::Maps(input.clone()),
+            &mut Context::inference(&default_device()),
+        );
+        let diff = max_difference(&pooled(out.unwrap()).1, &expected);
         assert!(diff < 1e-5, "{file}: max difference {diff:e}");
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::error::Result;
 use crate::layers::{ActivationKind, Conv2d, Conv2dConfig, Layer, LayerKind, LayerRef};
+use crate::model::Sequential;
 use burn::tensor::{Device, Tensor};
 use std::sync::Arc;
 
@@ -17,24 +18,105 @@ pub fn fold_batch_norms(layers: &[LayerRef], device: &Device) -> Result<Vec<Laye
     let mut out: Vec<LayerRef> = Vec::with_capacity(layers.len());
     let mut i = 0;
     while i < layers.len() {
-        let layer = &layers[i];
         if let Some((fused, consumed)) = fold_at(layers, i, device)? {
             out.push(fused);
             i += consumed;
             continue;
         }
-        let subs = layer.sublayers();
-        if !subs.is_empty() && layer.as_model().is_none() {
-            if let Some(rebuilt) = layer.with_sublayers(fold_batch_norms(&subs, device)?) {
-                out.push(rebuilt);
-                i += 1;
-                continue;
-            }
-        }
-        out.push(layer.clone());
+        out.push(fold_inside(&layers[i], device)?);
         i += 1;
     }
     Ok(out)
+}
+
+/// `layer` with the folds applied inside it: a graph part folded along its wiring, a block
+/// rebuilt from folded sublayers; other layers shared unchanged.
+fn fold_inside(layer: &LayerRef, device: &Device) -> Result<LayerRef> {
+    if let Some(graph) = layer.as_model().filter(|m| m.is_graph()) {
+        return Ok(Arc::new(fold_graph(graph, device)?));
+    }
+    let subs = layer.sublayers();
+    if !subs.is_empty() && layer.as_model().is_none() {
+        if let Some(rebuilt) = layer.with_sublayers(fold_batch_norms(&subs, device)?) {
+            return Ok(rebuilt);
+        }
+    }
+    Ok(layer.clone())
+}
+
+/// [`fold_batch_norms`] inside a graph (the residual blocks of ResNet and MobileNetV2): a
+/// convolution whose output only a BatchNorm reads, and that BatchNorm's output only an
+/// activation, become one layer; the readers of the last folded tensor read the convolution.
+fn fold_graph(model: &Sequential, device: &Device) -> Result<Sequential> {
+    let layers = model
+        .layers()
+        .iter()
+        .map(|layer| fold_inside(layer, device))
+        .collect::<Result<Vec<_>>>()?;
+    let n = layers.len();
+    let mut wiring: Vec<Vec<usize>> = (0..n).map(|i| model.inbound(i)).collect();
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); n + 1];
+    for (i, sources) in wiring.iter().enumerate() {
+        for &t in sources {
+            readers[t].push(i);
+        }
+    }
+    // The only reader of layer i's output, if it reads nothing else.
+    let sole_reader = |i: usize, wiring: &[Vec<usize>]| match readers[i + 1][..] {
+        [j] if wiring[j] == [i + 1] => Some(j),
+        _ => None,
+    };
+    let mut layers: Vec<Option<LayerRef>> = layers.into_iter().map(Some).collect();
+    let mut alias: Vec<usize> = (0..=n).collect();
+    for i in 0..n {
+        let Some(bn) = sole_reader(i, &wiring) else {
+            continue;
+        };
+        let act = sole_reader(bn, &wiring);
+        let chain: Vec<LayerRef> = [Some(i), Some(bn), act]
+            .into_iter()
+            .map_while(|k| k.and_then(|k| layers[k].clone()))
+            .collect();
+        if chain.len() < 2 {
+            continue;
+        }
+        let Some((fused, consumed)) = fold_at(&chain, 0, device)? else {
+            continue;
+        };
+        let removed = if consumed == 3 {
+            vec![bn, act.expect("three folded")]
+        } else {
+            vec![bn]
+        };
+        // The graph's output is its last layer's: fold a tail only when nothing runs after it.
+        if removed.contains(&(n - 1)) && (i..n).any(|k| k != i && !removed.contains(&k)) {
+            continue;
+        }
+        layers[i] = Some(fused);
+        for k in removed {
+            layers[k] = None;
+            alias[k + 1] = i + 1;
+            wiring[k].clear();
+        }
+    }
+    // Renumber the kept layers and their inbound tensors.
+    let mut position = vec![0; n + 1];
+    let mut kept = Vec::new();
+    for (k, layer) in layers.iter().enumerate() {
+        if layer.is_some() {
+            kept.push(k);
+            position[k + 1] = kept.len();
+        }
+    }
+    let new_wiring = kept
+        .iter()
+        .map(|&k| wiring[k].iter().map(|&t| position[alias[t]]).collect())
+        .collect();
+    Ok(Sequential::graph(
+        model.name(),
+        layers.into_iter().flatten().collect(),
+        new_wiring,
+    ))
 }
 
 fn fold_at(layers: &[LayerRef], i: usize, device: &Device) -> Result<Option<(LayerRef, usize)>> {

@@ -193,14 +193,13 @@ impl Sequential {
                 if to == from + 1 && wiring[from][..] == [from] {
                     return Segment::Layer(self.layers[from].clone());
                 }
-                let mut part = Sequential::new(Some(&format!(
-                    "{}..{}",
-                    self.layers[from].name(),
-                    self.layers[to - 1].name()
-                )));
-                part.functional = true;
-                part.layers = self.layers[from..to].to_vec();
-                part.wiring = Some(
+                let part = Sequential::graph(
+                    &format!(
+                        "{}..{}",
+                        self.layers[from].name(),
+                        self.layers[to - 1].name()
+                    ),
+                    self.layers[from..to].to_vec(),
                     wiring[from..to]
                         .iter()
                         .map(|sources| sources.iter().map(|&j| j - from).collect())
@@ -209,6 +208,16 @@ impl Sequential {
                 Segment::Graph(Arc::new(part))
             })
             .collect()
+    }
+
+    /// A graph model over `layers` (topological order) with `wiring` as in [`Sequential`]; the
+    /// output is the last layer's.
+    pub(crate) fn graph(name: &str, layers: Vec<LayerRef>, wiring: Vec<Vec<usize>>) -> Sequential {
+        let mut model = Sequential::new(Some(name));
+        model.functional = true;
+        model.layers = layers;
+        model.wiring = Some(wiring);
+        model
     }
 
     /// Whether the layers form a graph (merges, skips) rather than a stack.
