@@ -27,6 +27,12 @@ impl ActivationKind {
         match self {
             ActivationKind::Linear => x,
             ActivationKind::Relu => activation::relu(x),
+            // Under autodiff Burn's clamp is two compare + mask-fill passes each way; the same
+            // function from two ReLUs differentiates with ReLU's cheap backward.
+            ActivationKind::Relu6 if x.is_tracked() => {
+                let r = activation::relu(x);
+                r.clone() - activation::relu(r - 6.0)
+            }
             ActivationKind::Relu6 => activation::relu6(x),
             ActivationKind::Softmax => activation::softmax(x, D - 1),
         }
@@ -108,5 +114,35 @@ impl Layer for Activation {
                 (false, activation) => LayerKind::Activation { activation },
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    /// Tracked (training) ReLU6 takes the two-ReLU form: same values as the clamp, gradient 1
+    /// strictly inside (0, 6) and 0 outside.
+    #[test]
+    fn tracked_relu6_has_the_clamp_values_and_gradient() {
+        let device = Device::flex().autodiff();
+        let inputs = vec![-3.0f32, -0.5, 0.5, 3.0, 5.5, 6.5, 9.0];
+        let x =
+            Tensor::<1>::from_data(TensorData::new(inputs.clone(), [7]), &device).require_grad();
+        let y = ActivationKind::Relu6.apply(x.clone());
+        let grads = y.clone().sum().backward();
+        let host = |t: Tensor<1>| {
+            t.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
+        let want: Vec<f32> = inputs.iter().map(|v| v.clamp(0.0, 6.0)).collect();
+        assert_eq!(host(y.inner()), want);
+        assert_eq!(
+            host(x.grad(&grads).unwrap()),
+            vec![0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+        );
     }
 }

@@ -150,6 +150,52 @@ impl Conv2d {
     }
 }
 
+/// A stride-1, single-group convolution as one matrix product over all pixels of the batch:
+/// out channels x (in channels x taps) times (in channels x taps) x (batch x pixels), the
+/// right-hand side gathered from shifted views of the padded input (im2col; a 1x1 kernel needs
+/// none). Its gradients are then two large products, where Burn's conv2d backward runs a
+/// transposed convolution and a convolution of swapped batch and channel axes, one small product
+/// per image.
+fn conv_as_matmul(
+    x: Tensor<4>,
+    kernel: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    padding: [(usize, usize); 2],
+) -> Tensor<4> {
+    let [batch, channels, _, _] = x.dims();
+    let [out, _, kh, kw] = kernel.dims();
+    let x = match padding {
+        [(0, 0), (0, 0)] => x,
+        padding => x.pad(padding, 0.0),
+    };
+    let [_, _, h, w] = x.dims();
+    let (oh, ow) = (h + 1 - kh, w + 1 - kw);
+    let rows = channels * kh * kw;
+    let columns = if kh * kw == 1 {
+        x.swap_dims(0, 1).reshape([rows, batch * oh * ow])
+    } else {
+        let taps: Vec<Tensor<5>> = (0..kh)
+            .flat_map(|dy| (0..kw).map(move |dx| (dy, dx)))
+            .map(|(dy, dx)| {
+                x.clone()
+                    .slice([0..batch, 0..channels, dy..dy + oh, dx..dx + ow])
+                    .unsqueeze_dim(2)
+            })
+            .collect();
+        // [batch, channels, taps, oh, ow] -> [channels, taps, batch, oh, ow]: the kernel's
+        // (in channel, tap) order down, (image, pixel) across.
+        Tensor::cat(taps, 2)
+            .swap_dims(0, 1)
+            .swap_dims(1, 2)
+            .reshape([rows, batch * oh * ow])
+    };
+    let mut y = kernel.reshape([out, rows]).matmul(columns);
+    if let Some(bias) = bias {
+        y = y + bias.reshape([out, 1]);
+    }
+    y.reshape([out, batch, oh, ow]).swap_dims(0, 1)
+}
+
 /// Which CPU inference kernel runs a convolution, by its shape.
 enum CpuKernel {
     Winograd(Conv3x3),
@@ -346,10 +392,14 @@ impl Layer for Conv2d {
         } else {
             None
         };
-        let options = ConvOptions::new_with_padding(c.strides, [ph, pw], c.dilation, groups);
-        Ok(Batch::Maps(
-            c.activation.apply(conv2d(x, kernel, bias, options)),
-        ))
+        let dense_stride1 = c.strides == [1, 1] && c.dilation == [1, 1] && groups == 1;
+        let y = if dense_stride1 {
+            conv_as_matmul(x, kernel, bias, [ph, pw])
+        } else {
+            let options = ConvOptions::new_with_padding(c.strides, [ph, pw], c.dilation, groups);
+            conv2d(x, kernel, bias, options)
+        };
+        Ok(Batch::Maps(c.activation.apply(y)))
     }
 
     fn variables(&self) -> Vec<Variable> {
@@ -361,6 +411,88 @@ impl Layer for Conv2d {
             name: self.name().to_string(),
             trainable: self.trainable(),
             kind: LayerKind::Conv2d(self.config.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(t: Tensor<4>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// The training path's matrix-product convolution gives Burn's conv2d values and gradients
+    /// (input, kernel, bias) for 1x1, 3x3 with TF-SAME's asymmetric padding, and 5x5 kernels.
+    #[test]
+    fn conv_as_matmul_has_conv2d_values_and_gradients() {
+        let device = Device::flex().autodiff();
+        let tensor = |shape: [usize; 4], seed: usize| {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            Tensor::<4>::from_data(TensorData::new(values, shape), &device)
+        };
+        for (k, padding, cin, cout) in [
+            (1, [(0, 0), (0, 0)], 6, 3),
+            (3, [(1, 1), (1, 1)], 5, 7),
+            (3, [(0, 1), (1, 0)], 4, 6),
+            (5, [(2, 2), (2, 2)], 3, 4),
+        ] {
+            let x = tensor([2, cin, 7, 9], 1);
+            let kernel = tensor([cout, cin, k, k], 2);
+            let bias = Tensor::<1>::from_data(
+                TensorData::new((0..cout).map(|i| i as f32 * 0.1).collect(), [cout]),
+                &device,
+            );
+            let run = |matmul: bool| {
+                let (x, kernel, bias) = (
+                    x.clone().require_grad(),
+                    kernel.clone().require_grad(),
+                    bias.clone().require_grad(),
+                );
+                let y = if matmul {
+                    conv_as_matmul(x.clone(), kernel.clone(), Some(bias.clone()), padding)
+                } else {
+                    let options = ConvOptions::new_with_padding([1, 1], padding, [1, 1], 1);
+                    conv2d(x.clone(), kernel.clone(), Some(bias.clone()), options)
+                };
+                // Weight each output differently so every gradient entry matters.
+                let weights = tensor(y.dims(), 3);
+                let grads = (y.clone() * weights).sum().backward();
+                let bias_grad = bias.grad(&grads).unwrap();
+                let nb = bias_grad.dims()[0];
+                (
+                    host(y.inner()),
+                    host(x.grad(&grads).unwrap()),
+                    host(kernel.grad(&grads).unwrap()),
+                    host(bias_grad.reshape([1, 1, 1, nb])),
+                )
+            };
+            let (want, got) = (run(false), run(true));
+            for (what, a, b) in [
+                ("output", &want.0, &got.0),
+                ("input gradient", &want.1, &got.1),
+                ("kernel gradient", &want.2, &got.2),
+                ("bias gradient", &want.3, &got.3),
+            ] {
+                let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let diff = max_difference(a, b);
+                assert!(
+                    scale > 0.0 && diff <= 1e-5 * scale,
+                    "{k}x{k} {padding:?} {what}: {diff} of {scale}"
+                );
+            }
         }
     }
 }
