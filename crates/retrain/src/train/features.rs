@@ -49,16 +49,23 @@ pub fn run_layers(layers: &[LayerRef], x: Batch, ctx: &mut Context) -> Result<Ba
     layers.iter().try_fold(x, |x, layer| layer.forward(x, ctx))
 }
 
-/// Run `layers` in inference mode with the batch split across the CPU's threads.
+/// Images per slice of the batch in [`run_inference`]: the feature maps of two images stay near
+/// the caches where those of a whole batch do not (EfficientNet-Lite0 at 288x288, batch 32:
+/// prefix 21.6 s -> 17.7 s on the ants/bees set; VGG16 unchanged).
+const IMAGES_PER_TASK: usize = 2;
+
+/// Run `layers` in inference mode with the batch split into slices run side by side.
 ///
-/// Burn's CPU kernels for depthwise convolutions and elementwise operations run on one core, so
-/// a MobileNet or EfficientNet keeps one busy; images are independent at inference, so slices of
-/// the batch run side by side (matrix products still share out their own work). Other devices,
-/// and batches of one, run whole.
+/// Images are independent at inference, so slices of [`IMAGES_PER_TASK`] images go to the CPU's
+/// threads as tasks (matrix products still share out their own work): every core stays busy in
+/// layers whose kernels run on one, and each task's maps stay small. Other devices, and batches
+/// of one, run whole.
 pub fn run_inference(layers: &[LayerRef], x: Batch, device: &Device) -> Result<Batch> {
     use rayon::prelude::*;
     let rows = x.dims()[0];
-    let parts = rayon::current_num_threads().min(rows);
+    let parts = rayon::current_num_threads()
+        .max(rows.div_ceil(IMAGES_PER_TASK))
+        .min(rows);
     if parts <= 1 || *device != Device::flex() {
         return run_layers(layers, x, &mut Context::inference(device));
     }
