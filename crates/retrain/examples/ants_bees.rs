@@ -41,11 +41,7 @@ fn main() -> retrain::Result<()> {
     let (model, pretrained) = transfer_model(
         "efficientnet_lite0",
         &weights,
-        &HeadConfig {
-            pooling: Default::default(),
-            hidden: None,
-            dropout: 0.0,
-        },
+        &HeadConfig::default(),
         folder.class_names.len(),
         None,
         &device,

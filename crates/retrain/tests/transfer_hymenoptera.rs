@@ -25,11 +25,7 @@ fn feature_extraction_with_defaults_reaches_095_on_hymenoptera() {
     let (model, pretrained) = transfer_model(
         "efficientnet_lite0",
         &lite0_weights(),
-        &HeadConfig {
-            pooling: Default::default(),
-            hidden: None,
-            dropout: 0.0,
-        },
+        &HeadConfig::default(),
         folder.class_names.len(),
         None,
         &device,

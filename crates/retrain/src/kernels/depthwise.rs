@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-pub use super::Activation;
+pub use super::{Activation, ConvKernel};
 
 /// Output columns computed together: two AVX registers, so two independent chains of sums
 /// (8 lanes: 3% slower on Lite0 and MobileNetV2; 32: no better).
@@ -33,33 +33,15 @@ pub struct Depthwise {
     pub padding: [(usize, usize); 2],
 }
 
-impl Depthwise {
-    /// Output height and width.
-    pub fn output(&self) -> [usize; 2] {
-        let size = |n: usize, (before, after): (usize, usize), k: usize, s: usize| {
-            (n + before + after)
-                .checked_sub(k)
-                .map_or(0, |span| span / s + 1)
-        };
-        [
-            size(
-                self.input[0],
-                self.padding[0],
-                self.kernel[0],
-                self.stride[0],
-            ),
-            size(
-                self.input[1],
-                self.padding[1],
-                self.kernel[1],
-                self.stride[1],
-            ),
-        ]
+impl ConvKernel for Depthwise {
+    fn output_shape(&self) -> [usize; 4] {
+        let [oh, ow] = self.output();
+        [self.batch, self.channels, oh, ow]
     }
 
     /// `input` NCHW, `kernel` C x kh x kw (the (C, 1, kh, kw) kernel), `bias` one per channel;
     /// the result is NCHW with `activation` applied.
-    pub fn run(
+    fn run(
         &self,
         input: &[f32],
         kernel: &[f32],
@@ -94,6 +76,31 @@ impl Depthwise {
                 });
             });
         output
+    }
+}
+
+impl Depthwise {
+    /// Output height and width.
+    pub fn output(&self) -> [usize; 2] {
+        let size = |n: usize, (before, after): (usize, usize), k: usize, s: usize| {
+            (n + before + after)
+                .checked_sub(k)
+                .map_or(0, |span| span / s + 1)
+        };
+        [
+            size(
+                self.input[0],
+                self.padding[0],
+                self.kernel[0],
+                self.stride[0],
+            ),
+            size(
+                self.input[1],
+                self.padding[1],
+                self.kernel[1],
+                self.stride[1],
+            ),
+        ]
     }
 
     /// One channel: `out` (oh x ow) = `x` (h x w) convolved with `filter` (kh x kw). `scratch`

@@ -5,6 +5,28 @@ pub mod depthwise;
 pub mod pointwise;
 pub mod winograd;
 
+/// A convolution of this module for one input shape, with its bias and activation.
+pub trait ConvKernel: Send + Sync {
+    /// NCHW shape of the result.
+    fn output_shape(&self) -> [usize; 4];
+
+    /// The weights as [`ConvKernel::run`] takes them, from the OIHW kernel values (computed
+    /// once per weight value and kept, see `Variable::derived`).
+    fn prepare_weights(&self, kernel: &[f32]) -> Vec<f32> {
+        kernel.to_vec()
+    }
+
+    /// `input` NCHW, `weights` from [`ConvKernel::prepare_weights`], `bias` one per output
+    /// channel; the result is NCHW with `activation` applied.
+    fn run(
+        &self,
+        input: &[f32],
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        activation: Activation,
+    ) -> Vec<f32>;
+}
+
 /// The activation a kernel applies after the bias (the layer's own, or the one folded into it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-pub use super::Activation;
+pub use super::{Activation, ConvKernel};
 
 /// Output bytes of one block of pixels: small enough to stay in L2 between the product and the
 /// activation.
@@ -22,21 +22,29 @@ pub struct Pointwise {
     pub in_channels: usize,
     /// Output channels.
     pub out_channels: usize,
-    /// Pixels per channel (height x width).
-    pub pixels: usize,
+    /// Input (and output) height and width.
+    pub input: [usize; 2],
 }
 
-impl Pointwise {
-    /// `input` NCHW, `kernel` OI (the OIHW kernel with H = W = 1), `bias` one per output
-    /// channel; the result is NCHW with `activation` applied.
-    pub fn run(
+impl ConvKernel for Pointwise {
+    fn output_shape(&self) -> [usize; 4] {
+        let [h, w] = self.input;
+        [self.batch, self.out_channels, h, w]
+    }
+
+    /// `kernel`: OI (the OIHW kernel with H = W = 1).
+    fn run(
         &self,
         input: &[f32],
         kernel: &[f32],
         bias: Option<&[f32]>,
         activation: Activation,
     ) -> Vec<f32> {
-        let (c, k, p) = (self.in_channels, self.out_channels, self.pixels);
+        let (c, k, p) = (
+            self.in_channels,
+            self.out_channels,
+            self.input[0] * self.input[1],
+        );
         assert_eq!(input.len(), self.batch * c * p, "input size");
         assert_eq!(kernel.len(), k * c, "kernel size");
         let mut output = vec![0f32; self.batch * k * p];
@@ -94,7 +102,11 @@ mod tests {
 
     /// The product written out as loops.
     fn reference(conv: Pointwise, x: &[f32], w: &[f32], bias: &[f32], act: Activation) -> Vec<f32> {
-        let (c, k, p) = (conv.in_channels, conv.out_channels, conv.pixels);
+        let (c, k, p) = (
+            conv.in_channels,
+            conv.out_channels,
+            conv.input[0] * conv.input[1],
+        );
         let mut out = vec![0f32; conv.batch * k * p];
         for n in 0..conv.batch {
             for o in 0..k {
@@ -114,7 +126,7 @@ mod tests {
             batch: 2,
             in_channels: 24,
             out_channels: 40,
-            pixels: 1100,
+            input: [20, 55],
         };
         let value = |i: usize, scale: f32| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * scale;
         let x: Vec<f32> = (0..2 * 24 * 1100).map(|i| value(i, 3.0)).collect();

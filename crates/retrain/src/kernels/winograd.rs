@@ -13,7 +13,7 @@
 
 use rayon::prelude::*;
 
-pub use super::Activation;
+pub use super::{Activation, ConvKernel};
 
 /// The shape of a 3x3, stride-1, dilation-1, single-group convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,20 +30,19 @@ pub struct Conv3x3 {
     pub padding: [(usize, usize); 2],
 }
 
-impl Conv3x3 {
-    /// Output height and width.
-    pub fn output(&self) -> [usize; 2] {
-        let [h, w] = self.input;
-        let [(pt, pb), (pl, pr)] = self.padding;
-        [
-            (h + pt + pb).saturating_sub(2),
-            (w + pl + pr).saturating_sub(2),
-        ]
+impl ConvKernel for Conv3x3 {
+    fn output_shape(&self) -> [usize; 4] {
+        let [oh, ow] = self.output();
+        [self.batch, self.out_channels, oh, ow]
+    }
+
+    fn prepare_weights(&self, kernel: &[f32]) -> Vec<f32> {
+        transform_kernels(kernel, self.out_channels, self.in_channels)
     }
 
     /// `input` NCHW, `kernels` from [`transform_kernels`] of the OIHW kernel, `bias` one per
     /// output channel; the result is NCHW with `activation` applied.
-    pub fn run(
+    fn run(
         &self,
         input: &[f32],
         kernels: &[f32],
@@ -78,6 +77,18 @@ impl Conv3x3 {
             unsafe { self.transform_outputs(&m, first, count, grid, bias, activation, &out) };
         });
         output
+    }
+}
+
+impl Conv3x3 {
+    /// Output height and width.
+    pub fn output(&self) -> [usize; 2] {
+        let [h, w] = self.input;
+        let [(pt, pb), (pl, pr)] = self.padding;
+        [
+            (h + pt + pb).saturating_sub(2),
+            (w + pl + pr).saturating_sub(2),
+        ]
     }
 
     /// B^T d B of the 6x6 input block of each channel and block: `[36][channels][count]`.

@@ -6,8 +6,8 @@ use super::{
 use crate::error::{Error, Result};
 use crate::kernels::depthwise::Depthwise;
 use crate::kernels::pointwise::Pointwise;
-use crate::kernels::winograd::{transform_kernels, Conv3x3};
-use crate::kernels::Activation;
+use crate::kernels::winograd::Conv3x3;
+use crate::kernels::{Activation, ConvKernel};
 use crate::layers::Layer;
 use crate::shape::{check_window, window_output, Shape};
 use crate::variable::{Initializer, Variable};
@@ -196,13 +196,6 @@ fn conv_as_matmul(
     y.reshape([out, batch, oh, ow]).swap_dims(0, 1)
 }
 
-/// Which CPU inference kernel runs a convolution, by its shape.
-enum CpuKernel {
-    Winograd(Conv3x3),
-    Pointwise(Pointwise),
-    Depthwise(Depthwise),
-}
-
 impl Conv2d {
     /// The CPU inference kernel for this convolution on `x`, if one applies: Winograd for 3x3
     /// stride-1 dense convolutions, the fused pointwise kernel for 1x1 stride-1 dense ones, the
@@ -214,7 +207,7 @@ impl Conv2d {
         groups: usize,
         padding: [(usize, usize); 2],
         ctx: &Context,
-    ) -> Option<(CpuKernel, Activation)> {
+    ) -> Option<(Box<dyn ConvKernel>, Activation)> {
         let c = &self.config;
         let activation = match c.activation {
             ActivationKind::Linear => Activation::Linear,
@@ -226,26 +219,29 @@ impl Conv2d {
         if ctx.training || c.dilation != [1, 1] || x.device() != Device::flex() {
             return None;
         }
-        let kernel = if c.filters.is_none() {
-            (c.depth_multiplier == 1).then_some(CpuKernel::Depthwise(Depthwise {
+        let kernel: Box<dyn ConvKernel> = if c.filters.is_none() {
+            if c.depth_multiplier != 1 {
+                return None;
+            }
+            Box::new(Depthwise {
                 batch,
                 channels: in_channels,
                 input: [h, w],
                 kernel: c.kernel,
                 stride: c.strides,
                 padding,
-            }))?
+            })
         } else if groups != 1 || c.strides != [1, 1] {
             return None;
         } else if c.kernel == [1, 1] && padding == [(0, 0); 2] {
-            CpuKernel::Pointwise(Pointwise {
+            Box::new(Pointwise {
                 batch,
                 in_channels,
                 out_channels: c.filters?,
-                pixels: h * w,
+                input: [h, w],
             })
         } else if c.kernel == [3, 3] && in_channels >= WINOGRAD_MIN_CHANNELS {
-            CpuKernel::Winograd(Conv3x3 {
+            Box::new(Conv3x3 {
                 batch,
                 in_channels,
                 out_channels: c.filters?,
@@ -263,11 +259,10 @@ impl Conv2d {
         &self,
         x: Tensor<4>,
         kernel_var: &Variable,
-        kernel: CpuKernel,
+        kernel: &dyn ConvKernel,
         activation: Activation,
     ) -> Result<Tensor<4>> {
         let device = x.device();
-        let [_, _, h, w] = x.dims();
         let bias = match self.config.use_bias {
             true => Some(self.variables.get(self.name(), 1)?.to_vec(&device)),
             false => None,
@@ -277,34 +272,12 @@ impl Conv2d {
             .convert::<f32>()
             .try_into_vec::<f32>()
             .map_err(|e| Error::shape(self.name(), format!("input not readable as f32: {e:?}")))?;
-        let bias = bias.as_deref();
-        let (values, shape) = match kernel {
-            CpuKernel::Winograd(conv) => {
-                let (k, c) = (conv.out_channels, conv.in_channels);
-                let kernels = kernel_var.derived(&device, |w| transform_kernels(w, k, c));
-                let [oh, ow] = conv.output();
-                (
-                    conv.run(&input, &kernels, bias, activation),
-                    [conv.batch, k, oh, ow],
-                )
-            }
-            CpuKernel::Pointwise(conv) => {
-                let weights = kernel_var.derived(&device, <[f32]>::to_vec);
-                (
-                    conv.run(&input, &weights, bias, activation),
-                    [conv.batch, conv.out_channels, h, w],
-                )
-            }
-            CpuKernel::Depthwise(conv) => {
-                let weights = kernel_var.derived(&device, <[f32]>::to_vec);
-                let [oh, ow] = conv.output();
-                (
-                    conv.run(&input, &weights, bias, activation),
-                    [conv.batch, conv.channels, oh, ow],
-                )
-            }
-        };
-        Ok(Tensor::from_data(TensorData::new(values, shape), &device))
+        let weights = kernel_var.derived(&device, |w| kernel.prepare_weights(w));
+        let values = kernel.run(&input, &weights, bias.as_deref(), activation);
+        Ok(Tensor::from_data(
+            TensorData::new(values, kernel.output_shape()),
+            &device,
+        ))
     }
 }
 
@@ -382,7 +355,7 @@ impl Layer for Conv2d {
             return Ok(Batch::Maps(self.run_cpu_kernel(
                 x,
                 &kernel_var,
-                kernel,
+                kernel.as_ref(),
                 activation,
             )?));
         }

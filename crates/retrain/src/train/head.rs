@@ -25,8 +25,9 @@ pub enum HeadPooling {
     Max,
 }
 
-/// The new classifier on top of the base.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The new classifier on top of the base (default: global average pooling, then the Dense
+/// layer alone).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HeadConfig {
     /// Feature map to vector.
     pub pooling: HeadPooling,
