@@ -164,6 +164,7 @@ impl Depthwise {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{max_difference, pattern};
     use super::*;
 
     /// The convolution written out as loops over every output and tap.
@@ -199,7 +200,6 @@ mod tests {
 
     #[test]
     fn matches_the_loops_for_every_padding_and_stride() {
-        let value = |i: usize, scale: f32| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * scale;
         for (kernel, stride, padding, input) in [
             (3, 1, [(1, 1), (1, 1)], [9, 11]),
             (3, 2, [(0, 1), (0, 1)], [10, 13]), // TF SAME, stride 2: pad after only
@@ -217,20 +217,16 @@ mod tests {
                 padding,
             };
             let x: Vec<f32> = (0..2 * 3 * input[0] * input[1])
-                .map(|i| value(i, 3.0))
+                .map(|i| pattern(i, 3.0))
                 .collect();
             let k: Vec<f32> = (0..3 * kernel * kernel)
-                .map(|i| value(i + 7, 1.0))
+                .map(|i| pattern(i + 7, 1.0))
                 .collect();
             let bias = [0.5, -0.25, 0.0];
             let got = conv.run(&x, &k, Some(&bias), Activation::Linear);
             let want = reference(conv, &x, &k, &bias);
             assert_eq!(got.len(), want.len(), "{conv:?}");
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = max_difference(&got, &want);
             assert!(worst < 1e-5, "{conv:?}: max difference {worst}");
             let clamped = conv.run(&x, &k, Some(&bias), Activation::Relu6);
             for (c, v) in clamped.iter().zip(&got) {

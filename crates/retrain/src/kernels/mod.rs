@@ -82,3 +82,21 @@ pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     }
     f()
 }
+
+/// What the kernels' tests share: a deterministic fill and the comparison.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// A value in [-scale, scale) from index `i`, varied enough to catch misplaced elements.
+    pub fn pattern(i: usize, scale: f32) -> f32 {
+        ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * scale
+    }
+
+    /// Largest absolute difference between two equally long slices.
+    pub fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "compared outputs differ in size");
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+}

@@ -98,6 +98,7 @@ impl ConvKernel for Pointwise {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{max_difference, pattern};
     use super::*;
 
     /// The product written out as loops.
@@ -128,18 +129,13 @@ mod tests {
             out_channels: 40,
             input: [20, 55],
         };
-        let value = |i: usize, scale: f32| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * scale;
-        let x: Vec<f32> = (0..2 * 24 * 1100).map(|i| value(i, 3.0)).collect();
-        let w: Vec<f32> = (0..40 * 24).map(|i| value(i + 13, 0.5)).collect();
-        let bias: Vec<f32> = (0..40).map(|i| value(i + 5, 1.0)).collect();
+        let x: Vec<f32> = (0..2 * 24 * 1100).map(|i| pattern(i, 3.0)).collect();
+        let w: Vec<f32> = (0..40 * 24).map(|i| pattern(i + 13, 0.5)).collect();
+        let bias: Vec<f32> = (0..40).map(|i| pattern(i + 5, 1.0)).collect();
         for act in [Activation::Linear, Activation::Relu6] {
             let got = conv.run(&x, &w, Some(&bias), act);
             let want = reference(conv, &x, &w, &bias, act);
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = max_difference(&got, &want);
             assert!(worst < 1e-4, "{act:?}: max difference {worst}");
             if act == Activation::Relu6 {
                 assert!(got.iter().all(|v| (0.0..=6.0).contains(v)));

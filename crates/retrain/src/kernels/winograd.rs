@@ -317,6 +317,7 @@ fn multiply(u: &[f32], v: &[f32], m: &mut [f32], k: usize, c: usize, count: usiz
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::max_difference;
     use super::*;
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
@@ -354,10 +355,7 @@ mod tests {
         );
         assert_eq!(got.len(), expected.len(), "{conv:?}: output size");
         let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = got
-            .iter()
-            .zip(&expected)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let diff = max_difference(&got, &expected);
         assert!(scale > 1.0, "{conv:?}: degenerate output");
         diff / scale
     }
