@@ -17,6 +17,11 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 /// Below this many input channels Burn's direct convolution is as fast as Winograd.
 const WINOGRAD_MIN_CHANNELS: usize = 8;
+
+/// Largest gathered input (elements) [`conv_as_matmul`] builds; autodiff keeps it for the
+/// kernel gradient, so larger maps (VGG's first blocks at batch 32: ~1e9) stay with conv2d.
+/// 64 Mi elements = 256 MiB; VGG16 block5 at batch 8 needs 7.2 Mi.
+const MATMUL_MAX_COLUMNS: usize = 64 << 20;
 use serde::{Deserialize, Serialize};
 
 /// Configuration of a [`Conv2d`].
@@ -197,6 +202,30 @@ fn conv_as_matmul(
 }
 
 impl Conv2d {
+    /// Whether [`conv_as_matmul`] should run this convolution: gradients are wanted, on the CPU
+    /// (where Burn's conv2d backward is slow; GPU backends keep their own), for a stride-1 dense
+    /// convolution whose gathered input stays within [`MATMUL_MAX_COLUMNS`].
+    fn matmul_pays(
+        x: &Tensor<4>,
+        kernel: &Tensor<4>,
+        groups: usize,
+        c: &Conv2dConfig,
+        [(pt, pb), (pl, pr)]: [(usize, usize); 2],
+    ) -> bool {
+        let [batch, channels, h, w] = x.dims();
+        let [kh, kw] = c.kernel;
+        let columns = (channels * kh * kw)
+            * batch
+            * (h + pt + pb + 1).saturating_sub(kh)
+            * (w + pl + pr + 1).saturating_sub(kw);
+        c.strides == [1, 1]
+            && c.dilation == [1, 1]
+            && groups == 1
+            && (x.is_tracked() || kernel.is_tracked())
+            && x.device().inner() == Device::flex()
+            && columns <= MATMUL_MAX_COLUMNS
+    }
+
     /// The CPU inference kernel for this convolution on `x`, if one applies: Winograd for 3x3
     /// stride-1 dense convolutions, the fused pointwise kernel for 1x1 stride-1 dense ones, the
     /// fused depthwise kernel for one filter per channel. `None` where Burn's `conv2d` runs
@@ -365,8 +394,7 @@ impl Layer for Conv2d {
         } else {
             None
         };
-        let dense_stride1 = c.strides == [1, 1] && c.dilation == [1, 1] && groups == 1;
-        let y = if dense_stride1 {
+        let y = if Self::matmul_pays(&x, &kernel, groups, c, [ph, pw]) {
             conv_as_matmul(x, kernel, bias, [ph, pw])
         } else {
             let options = ConvOptions::new_with_padding(c.strides, [ph, pw], c.dilation, groups);
@@ -402,6 +430,26 @@ mod tests {
     fn max_difference(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// The matrix-product path is taken for gradients on the CPU, not for plain inference, and
+    /// not when the gathered input would be too large.
+    #[test]
+    fn matmul_runs_where_gradients_are_wanted_and_the_columns_fit() {
+        let device = Device::flex().autodiff();
+        let config = Conv2dConfig::new(8, 3);
+        let same = [(1, 1), (1, 1)];
+        let x = Tensor::<4>::zeros([2, 4, 14, 14], &device);
+        let kernel = Tensor::<4>::zeros([8, 4, 3, 3], &device);
+        assert!(!Conv2d::matmul_pays(&x, &kernel, 1, &config, same));
+        let tracked = kernel.require_grad();
+        assert!(Conv2d::matmul_pays(&x, &tracked, 1, &config, same));
+        let strided = Conv2dConfig::new(8, 3).strides(2);
+        assert!(!Conv2d::matmul_pays(&x, &tracked, 1, &strided, same));
+        // VGG16's block1_conv2 at batch 32: 576 x 32 x 224 x 224 gathered values.
+        let large = Tensor::<4>::empty([32, 64, 224, 224], &device);
+        let kernel = Tensor::<4>::zeros([64, 64, 3, 3], &device).require_grad();
+        assert!(!Conv2d::matmul_pays(&large, &kernel, 1, &config, same));
     }
 
     /// The training path's matrix-product convolution gives Burn's conv2d values and gradients
