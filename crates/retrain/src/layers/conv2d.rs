@@ -419,17 +419,13 @@ impl Layer for Conv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::max_difference;
 
     fn host(t: Tensor<4>) -> Vec<f32> {
         t.into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
             .unwrap()
-    }
-
-    fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
     }
 
     /// The matrix-product path is taken for gradients on the CPU, not for plain inference, and
