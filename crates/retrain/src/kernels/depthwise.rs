@@ -103,6 +103,72 @@ impl Depthwise {
         ]
     }
 
+    /// Whether [`Depthwise::input_gradient`] and [`Depthwise::weight_gradient`] apply: stride 1,
+    /// padding no wider than the kernel's reach (so the input gradient is a convolution again).
+    pub fn has_gradients(&self) -> bool {
+        let [(pt, pb), (pl, pr)] = self.padding;
+        let [kh, kw] = self.kernel;
+        self.stride == [1, 1] && pt.max(pb) < kh && pl.max(pr) < kw
+    }
+
+    /// The gradient of the input from `output_gradient` (NCHW, the output's shape): the
+    /// depthwise convolution of it with each filter turned by 180 degrees, padded by the kernel
+    /// reach minus the forward padding. Stride 1 only ([`Depthwise::has_gradients`]).
+    pub fn input_gradient(&self, kernel: &[f32], output_gradient: &[f32]) -> Vec<f32> {
+        let [kh, kw] = self.kernel;
+        let [(pt, pb), (pl, pr)] = self.padding;
+        let turned: Vec<f32> = kernel
+            .chunks(kh * kw)
+            .flat_map(|filter| filter.iter().rev().copied())
+            .collect();
+        let transposed = Depthwise {
+            input: self.output(),
+            padding: [(kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)],
+            ..*self
+        };
+        transposed.run(output_gradient, &turned, None, Activation::Linear)
+    }
+
+    /// The gradient of the kernel (C x kh x kw) from the forward `input` and `output_gradient`:
+    /// for each channel and tap, the sum over images and output pixels of the gradient times
+    /// the input pixel that tap read. Stride 1 only ([`Depthwise::has_gradients`]).
+    pub fn weight_gradient(&self, input: &[f32], output_gradient: &[f32]) -> Vec<f32> {
+        let [h, w] = self.input;
+        let [oh, ow] = self.output();
+        let [kh, kw] = self.kernel;
+        let [(pt, pb), (pl, pr)] = self.padding;
+        let (padded_h, padded_w) = (h + pt + pb, w + pl + pr);
+        let channels = self.channels;
+        let mut gradient = vec![0f32; channels * kh * kw];
+        gradient.par_chunks_mut(kh * kw).enumerate().for_each_init(
+            Vec::new,
+            |padded, (channel, taps)| {
+                super::with_avx2(|| {
+                    for image in 0..self.batch {
+                        let plane = (image * channels + channel) * h * w;
+                        padded.clear();
+                        padded.resize(padded_h * padded_w, 0f32);
+                        for (y, row) in input[plane..plane + h * w].chunks(w).enumerate() {
+                            let start = (y + pt) * padded_w + pl;
+                            padded[start..start + w].copy_from_slice(row);
+                        }
+                        let plane = (image * channels + channel) * oh * ow;
+                        let grad = &output_gradient[plane..plane + oh * ow];
+                        for (tap, sum) in taps.iter_mut().enumerate() {
+                            let (dy, dx) = (tap / kw, tap % kw);
+                            for (y, g) in grad.chunks(ow).enumerate() {
+                                let start = (y + dy) * padded_w + dx;
+                                let x = &padded[start..start + ow];
+                                *sum += g.iter().zip(x).map(|(g, x)| g * x).sum::<f32>();
+                            }
+                        }
+                    }
+                })
+            },
+        );
+        gradient
+    }
+
     /// One channel: `out` (oh x ow) = `x` (h x w) convolved with `filter` (kh x kw). `scratch`
     /// receives the zero-padded plane with its columns split by stride phase (column `c` at
     /// phase `c % sw`, index `c / sw`), so every tap reads contiguous columns for any stride.

@@ -1,6 +1,8 @@
-//! CPU kernels for the frozen, inference-only part of a model, where Burn's general kernels
-//! leave speed on the table. Each one is checked against Burn's own operation in the tests.
+//! CPU kernels where Burn's general kernels leave speed on the table: the frozen,
+//! inference-only part of a model, and (through [`backprop`]) the depthwise and 3x3 convolutions
+//! being trained. Each one is checked against Burn's own operation in the tests.
 
+pub mod backprop;
 pub mod depthwise;
 pub mod pointwise;
 pub mod winograd;

@@ -91,6 +91,104 @@ impl Conv3x3 {
         ]
     }
 
+    /// Whether [`Conv3x3::input_gradient`] and [`Conv3x3::weight_gradient`] apply: padding of
+    /// at most 2 on each side (so the input gradient is a 3x3 convolution again).
+    pub fn has_gradients(&self) -> bool {
+        let [(pt, pb), (pl, pr)] = self.padding;
+        pt.max(pb).max(pl).max(pr) <= 2
+    }
+
+    /// The gradient of the input from `output_gradient` (NCHW, the output's shape), by
+    /// Winograd too: the 3x3 convolution of it with the kernel turned by 180 degrees and its
+    /// in and out channels swapped, padded by 2 minus the forward padding.
+    pub fn input_gradient(&self, kernel: &[f32], output_gradient: &[f32]) -> Vec<f32> {
+        let (c, k) = (self.in_channels, self.out_channels);
+        let [(pt, pb), (pl, pr)] = self.padding;
+        let mut turned = vec![0f32; kernel.len()];
+        for (o, filters) in kernel.chunks(c * 9).enumerate() {
+            for (i, filter) in filters.chunks(9).enumerate() {
+                for (tap, &v) in filter.iter().enumerate() {
+                    turned[(i * k + o) * 9 + 8 - tap] = v;
+                }
+            }
+        }
+        let transposed = Conv3x3 {
+            batch: self.batch,
+            in_channels: k,
+            out_channels: c,
+            input: self.output(),
+            padding: [(2 - pt, 2 - pb), (2 - pl, 2 - pr)],
+        };
+        let weights = transposed.prepare_weights(&turned);
+        transposed.run(output_gradient, &weights, None, Activation::Linear)
+    }
+
+    /// The gradient of the OIHW kernel from the forward `input` and `output_gradient`: per
+    /// image, the output gradient (out channels x pixels) times the gathered input (pixels x
+    /// in channels · 9 taps, im2col), summed over the batch by the `gemm` crate.
+    pub fn weight_gradient(&self, input: &[f32], output_gradient: &[f32]) -> Vec<f32> {
+        let (c, k) = (self.in_channels, self.out_channels);
+        let [h, w] = self.input;
+        let [oh, ow] = self.output();
+        let [(pt, _), (pl, _)] = self.padding;
+        let pixels = oh * ow;
+        let mut gradient = vec![0f32; k * c * 9];
+        let mut columns = vec![0f32; c * 9 * pixels];
+        for image in 0..self.batch {
+            let x = &input[image * c * h * w..(image + 1) * c * h * w];
+            columns
+                .par_chunks_mut(9 * pixels)
+                .zip(x.par_chunks(h * w))
+                .for_each(|(taps, plane)| {
+                    for (tap, column) in taps.chunks_mut(pixels).enumerate() {
+                        let (dy, dx) = (tap / 3, tap % 3);
+                        // Output columns [first, last) read input columns x + dx - pl inside
+                        // the map; the rest read padding.
+                        let first = pl.saturating_sub(dx).min(ow);
+                        let last = (w + pl).saturating_sub(dx).clamp(first, ow);
+                        for (y, row) in column.chunks_mut(ow).enumerate() {
+                            let iy = (y + dy).wrapping_sub(pt);
+                            if iy >= h {
+                                row.fill(0.0);
+                                continue;
+                            }
+                            let start = iy * w + first + dx - pl;
+                            row[..first].fill(0.0);
+                            row[first..last].copy_from_slice(&plane[start..start + last - first]);
+                            row[last..].fill(0.0);
+                        }
+                    }
+                });
+            let grad = &output_gradient[image * k * pixels..(image + 1) * k * pixels];
+            // SAFETY: `gradient` is k x 9c row-major, `grad` k x pixels row-major and `columns`
+            // 9c x pixels row-major, read transposed (pixels x 9c) through its strides.
+            unsafe {
+                gemm::gemm(
+                    k,
+                    c * 9,
+                    pixels,
+                    gradient.as_mut_ptr(),
+                    1,
+                    (c * 9) as isize,
+                    image > 0,
+                    grad.as_ptr(),
+                    1,
+                    pixels as isize,
+                    columns.as_ptr(),
+                    pixels as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                )
+            }
+        }
+        gradient
+    }
+
     /// B^T d B of the 6x6 input block of each channel and block: `[36][channels][count]`.
     fn transform_inputs(
         &self,
@@ -201,13 +299,14 @@ fn separable<'a, const N: usize>(
     }
 }
 
-/// Apply the 6-point `transform` to every lane of `line` at once (the blocks of a chunk):
+/// Apply the M-point `transform` to every lane of `line` at once (the blocks of a chunk, the
+/// kernels of an output channel):
 /// output `o` of lane `l` goes to `out[o * lanes + l]`.
 #[inline(always)]
-fn transform_lanes<const N: usize>(
-    line: [&[f32]; 6],
+fn transform_lanes<const M: usize, const N: usize>(
+    line: [&[f32]; M],
     out: &mut [f32],
-    transform: fn([f32; 6]) -> [f32; N],
+    transform: fn([f32; M]) -> [f32; N],
 ) {
     let lanes = line[0].len();
     let line = line.map(|values| &values[..lanes]);
@@ -225,25 +324,55 @@ fn transform_lanes<const N: usize>(
 /// `[36][out][in]` for [`Conv3x3::run`].
 pub fn transform_kernels(kernel: &[f32], k: usize, c: usize) -> Vec<f32> {
     let mut u = vec![0f32; 36 * k * c];
-    for ko in 0..k {
-        for ci in 0..c {
-            let g = &kernel[(ko * c + ci) * 9..][..9];
-            let rows: [[f32; 6]; 3] =
-                std::array::from_fn(|r| kernel_transform([g[r * 3], g[r * 3 + 1], g[r * 3 + 2]]));
-            for j in 0..6 {
-                let column = kernel_transform([rows[0][j], rows[1][j], rows[2][j]]);
-                for (i, value) in column.into_iter().enumerate() {
-                    u[((i * 6 + j) * k + ko) * c + ci] = value;
+    let shared = SharedOutput(u.as_mut_ptr());
+    // Output channels in parallel (training transforms the kernels at every step); each one
+    // writes its own row of c values at each of the 36 positions.
+    (0..k)
+        .into_par_iter()
+        .for_each_init(Vec::new, |buffer, ko| {
+            let shared = &shared;
+            // All c kernels of this output channel at once, as lanes: the taps [9][c], G g along
+            // each kernel row [3][6][c], then down each column, [6 (column)][6 (row)][c].
+            buffer.resize((9 + 18 + 36) * c, 0f32);
+            let (taps, rest) = buffer.split_at_mut(9 * c);
+            let (rows, done) = rest.split_at_mut(18 * c);
+            for (ci, g) in kernel[ko * c * 9..(ko + 1) * c * 9].chunks(9).enumerate() {
+                for (tap, &v) in g.iter().enumerate() {
+                    taps[tap * c + ci] = v;
                 }
             }
-        }
-    }
+            super::with_avx2(|| {
+                for r in 0..3 {
+                    let line = std::array::from_fn(|s| &taps[(r * 3 + s) * c..][..c]);
+                    transform_lanes(line, &mut rows[r * 6 * c..][..6 * c], kernel_transform);
+                }
+                for j in 0..6 {
+                    let line = std::array::from_fn(|r| &rows[(r * 6 + j) * c..][..c]);
+                    transform_lanes(line, &mut done[j * 6 * c..][..6 * c], kernel_transform);
+                }
+            });
+            for i in 0..6 {
+                for j in 0..6 {
+                    let row = &done[(j * 6 + i) * c..][..c];
+                    // SAFETY: the row is inside `u` (position i * 6 + j < 36, ko < k), and only
+                    // this output channel's task writes rows with this `ko`.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            row.as_ptr(),
+                            shared.0.add(((i * 6 + j) * k + ko) * c),
+                            c,
+                        )
+                    };
+                }
+            }
+        });
     u
 }
 
-/// The output buffer shared by the parallel chunks (each writes its own blocks).
+/// An output buffer shared by parallel tasks that write disjoint elements (the blocks of
+/// `Conv3x3::run`, the output channels of `transform_kernels`).
 struct SharedOutput(*mut f32);
-// SAFETY: the chunks write disjoint elements (see `Conv3x3::run`).
+// SAFETY: the tasks write disjoint elements (see the two users).
 unsafe impl Sync for SharedOutput {}
 
 /// Image, block row and block column of a flat block index.
@@ -267,12 +396,15 @@ fn input_transform(d: [f32; 6]) -> [f32; 6] {
 
 /// G g for one line of three kernel taps.
 fn kernel_transform(g: [f32; 3]) -> [f32; 6] {
+    const SIXTH: f32 = 1.0 / 6.0;
+    const TWELFTH: f32 = 1.0 / 12.0;
+    const TWENTY_FOURTH: f32 = 1.0 / 24.0;
     [
-        g[0] / 4.0,
-        -(g[0] + g[1] + g[2]) / 6.0,
-        -(g[0] - g[1] + g[2]) / 6.0,
-        g[0] / 24.0 + g[1] / 12.0 + g[2] / 6.0,
-        g[0] / 24.0 - g[1] / 12.0 + g[2] / 6.0,
+        g[0] * 0.25,
+        -(g[0] + g[1] + g[2]) * SIXTH,
+        -(g[0] - g[1] + g[2]) * SIXTH,
+        g[0] * TWENTY_FOURTH + g[1] * TWELFTH + g[2] * SIXTH,
+        g[0] * TWENTY_FOURTH - g[1] * TWELFTH + g[2] * SIXTH,
         g[2],
     ]
 }

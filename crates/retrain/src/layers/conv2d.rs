@@ -4,6 +4,7 @@ use super::{
     ActivationKind, Batch, Context, LayerBase, LayerKind, LayerSpec, LazyVariables, Padding,
 };
 use crate::error::{Error, Result};
+use crate::kernels::backprop::{self, TrainableConv};
 use crate::kernels::depthwise::Depthwise;
 use crate::kernels::pointwise::Pointwise;
 use crate::kernels::winograd::Conv3x3;
@@ -13,7 +14,7 @@ use crate::shape::{check_window, window_output, Shape};
 use crate::variable::{Initializer, Variable};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 /// Below this many input channels Burn's direct convolution is as fast as Winograd.
 const WINOGRAD_MIN_CHANNELS: usize = 8;
@@ -226,6 +227,49 @@ impl Conv2d {
             && columns <= MATMUL_MAX_COLUMNS
     }
 
+    /// The CPU kernels with gradients ([`backprop`]) for this convolution, where they apply:
+    /// gradients wanted, on the CPU, stride 1, and either depthwise or a dense 3x3 one with at
+    /// least [`WINOGRAD_MIN_CHANNELS`] inputs.
+    fn trainable_kernel(
+        x: &Tensor<4>,
+        kernel: &Tensor<4>,
+        c: &Conv2dConfig,
+        padding: [(usize, usize); 2],
+    ) -> Option<TrainableConv> {
+        let [batch, channels, h, w] = x.dims();
+        let [out, per_group, _, _] = kernel.dims();
+        if !(x.is_tracked() || kernel.is_tracked())
+            || x.device().inner() != Device::flex()
+            || x.dtype() != DType::F32
+            || kernel.dtype() != DType::F32
+            || c.strides != [1, 1]
+            || c.dilation != [1, 1]
+        {
+            return None;
+        }
+        let conv = if c.filters.is_none() && out == channels && per_group == 1 {
+            TrainableConv::Depthwise(Depthwise {
+                batch,
+                channels,
+                input: [h, w],
+                kernel: c.kernel,
+                stride: c.strides,
+                padding,
+            })
+        } else if c.kernel == [3, 3] && per_group == channels && channels >= WINOGRAD_MIN_CHANNELS {
+            TrainableConv::Conv3x3(Conv3x3 {
+                batch,
+                in_channels: channels,
+                out_channels: out,
+                input: [h, w],
+                padding,
+            })
+        } else {
+            return None;
+        };
+        conv.has_gradients().then_some(conv)
+    }
+
     /// The CPU inference kernel for this convolution on `x`, if one applies: Winograd for 3x3
     /// stride-1 dense convolutions, the fused pointwise kernel for 1x1 stride-1 dense ones, the
     /// fused depthwise kernel for one filter per channel. `None` where Burn's `conv2d` runs
@@ -394,7 +438,13 @@ impl Layer for Conv2d {
         } else {
             None
         };
-        let y = if Self::matmul_pays(&x, &kernel, groups, c, [ph, pw]) {
+        let y = if let Some(conv) = Self::trainable_kernel(&x, &kernel, c, [ph, pw]) {
+            let y = backprop::conv2d(x, kernel, conv);
+            match bias {
+                Some(bias) => y + bias.reshape([1, -1, 1, 1]),
+                None => y,
+            }
+        } else if Self::matmul_pays(&x, &kernel, groups, c, [ph, pw]) {
             conv_as_matmul(x, kernel, bias, [ph, pw])
         } else {
             let options = ConvOptions::new_with_padding(c.strides, [ph, pw], c.dilation, groups);
