@@ -117,7 +117,7 @@ pub trait CpuConvolution: burn::backend::Backend {
 }
 
 /// The f32 values of a CPU tensor in row-major order, borrowed where it is laid out so.
-fn values(tensor: &FlexTensor) -> Cow<'_, [f32]> {
+pub(super) fn values(tensor: &FlexTensor) -> Cow<'_, [f32]> {
     assert_eq!(tensor.dtype(), DType::F32, "CPU kernels take f32 tensors");
     match tensor.as_slice::<f32>() {
         Some(values) => Cow::Borrowed(values),
@@ -131,7 +131,8 @@ fn values(tensor: &FlexTensor) -> Cow<'_, [f32]> {
     }
 }
 
-fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+/// A CPU tensor of `shape` holding `values` (row-major).
+pub(super) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 

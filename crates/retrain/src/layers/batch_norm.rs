@@ -2,10 +2,11 @@
 
 use super::{Batch, Context, Layer, LayerBase, LayerKind, LayerSpec, LazyVariables};
 use crate::error::Result;
+use crate::kernels::batch_norm::batch_norm_train as cpu_batch_norm_train;
 use crate::shape::Shape;
 use crate::variable::{Initializer, Variable};
 use burn::tensor::module::{batch_norm, batch_norm_train};
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of a [`BatchNorm`] layer.
@@ -73,12 +74,26 @@ impl BatchNorm {
         };
         let b = ctx.weight::<1>(&beta, trainable);
         if ctx.training && trainable {
-            let out = batch_norm_train(x, g, b, self.config.epsilon);
+            let eps = self.config.epsilon;
+            let on_cpu_kernel = D == 4
+                && x.device().inner() == Device::flex()
+                && [x.dtype(), g.dtype(), b.dtype()]
+                    .iter()
+                    .all(|d| *d == DType::F32);
+            let (output, batch_mean, batch_var) = if on_cpu_kernel {
+                let dims = x.dims();
+                let maps: Tensor<4> = x.reshape([dims[0], dims[1], dims[2], dims[3]]);
+                let (output, batch_mean, batch_var) = cpu_batch_norm_train(maps, g, b, eps);
+                (output.reshape(dims), batch_mean, batch_var)
+            } else {
+                let out = batch_norm_train(x, g, b, eps);
+                (out.output, out.mean, out.variance)
+            };
             let m = self.config.momentum;
             let device = ctx.device.clone();
-            mean.assign(mean.value(&device) * m + out.mean.without_autodiff() * (1.0 - m));
-            var.assign(var.value(&device) * m + out.variance.without_autodiff() * (1.0 - m));
-            Ok(out.output)
+            mean.assign(mean.value(&device) * m + batch_mean.without_autodiff() * (1.0 - m));
+            var.assign(var.value(&device) * m + batch_var.without_autodiff() * (1.0 - m));
+            Ok(output)
         } else {
             let mu = ctx.weight::<1>(&mean, false);
             let sigma2 = ctx.weight::<1>(&var, false);
