@@ -12,6 +12,7 @@ use crate::data::folder::Sample;
 use crate::error::{Error, Result};
 use crate::layers::{Batch, Context, Layer, LayerRef};
 use crate::model::Sequential;
+use crate::variable::Variable;
 use crate::zoo::PretrainedConfig;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -392,12 +393,13 @@ pub fn fit(
 
     let mut optimizer = Optimizer::new(config.optimizer);
     let mut best = snapshot(&plan.suffix, device);
+    let suffix_variables: Vec<Variable> = plan.suffix.iter().flat_map(|l| l.variables()).collect();
     let mut state = match resume {
         Some(state) => {
             let run = run.ok_or_else(|| Error::Invalid("resuming needs a run directory".into()))?;
             run.load_best_weights(model, device)?;
             best = snapshot(&plan.suffix, device);
-            run.restore_checkpoint(&state, model, &mut optimizer, device)?;
+            run.restore_checkpoint(&state, &suffix_variables, &mut optimizer, device)?;
             on_event(Event::Note(format!(
                 "resuming after epoch {}",
                 state.epochs_done
@@ -409,7 +411,7 @@ pub fn fit(
             if let Some(run) = run {
                 // A run killed during its first epoch resumes from here.
                 run.save_model(model, data.pretrained, data.class_names, device)?;
-                run.save_checkpoint(model, &optimizer, &mut state, device)?;
+                run.save_checkpoint(&suffix_variables, &optimizer, &mut state, device)?;
             }
             state
         }
@@ -491,7 +493,7 @@ pub fn fit(
                 run.save_model(model, data.pretrained, data.class_names, device)?;
             }
             run.write_history(&state.history)?;
-            run.save_checkpoint(model, &optimizer, &mut state, device)?;
+            run.save_checkpoint(&suffix_variables, &optimizer, &mut state, device)?;
         }
         if flow == Flow::Stop && state.epochs_done < config.epochs {
             on_event(Event::Note(format!(

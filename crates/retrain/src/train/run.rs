@@ -8,8 +8,8 @@ use super::optimizer::Optimizer;
 use super::{EpochMetrics, FitConfig};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
-use crate::layers::Layer;
 use crate::model::{load_model, save_model, ModelFile, Sequential};
+use crate::variable::Variable;
 use crate::weights::safetensors::{to_bytes, SafetensorsFile};
 use crate::weights::TensorSource;
 use crate::zoo::PretrainedConfig;
@@ -204,16 +204,18 @@ impl RunDir {
             .map_err(|e| Error::format(&path, format!("unreadable history: {e}")))
     }
 
-    /// Save weights and optimizer state after an epoch, then the state that points at them.
+    /// Save the `variables` training changes (the trainable suffix's: the frozen rest never
+    /// changes and is in model.safetensors, saved before the first checkpoint) and the optimizer
+    /// state after an epoch, then the state that points at them.
     pub fn save_checkpoint(
         &self,
-        model: &Sequential,
+        variables: &[Variable],
         optimizer: &Optimizer,
         state: &mut ResumeState,
         device: &Device,
     ) -> Result<()> {
         let (step, mut tensors) = optimizer.state();
-        for v in model.variables() {
+        for v in variables {
             tensors.push((
                 format!("model/{}", v.path()),
                 v.shape().to_vec(),
@@ -244,16 +246,17 @@ impl RunDir {
             .map_err(|e| Error::format(&path, format!("unreadable resume state: {e}")))
     }
 
-    /// Put the checkpoint's weights into `model` and its state into `optimizer`.
+    /// Put the checkpoint's values into `variables` (those [`RunDir::save_checkpoint`] saved;
+    /// the rest come from [`RunDir::load_best_weights`]) and its state into `optimizer`.
     pub fn restore_checkpoint(
         &self,
         state: &ResumeState,
-        model: &Sequential,
+        variables: &[Variable],
         optimizer: &mut Optimizer,
         device: &Device,
     ) -> Result<()> {
         let file = SafetensorsFile::open(&self.path.join(&state.checkpoint))?;
-        for v in model.variables() {
+        for v in variables {
             let key = format!("model/{}", v.path());
             let values = file.read(&key)?;
             if values.len() != v.numel() {
