@@ -201,24 +201,10 @@ impl<C: CheckpointStrategy> CpuConvolution for Autodiff<Flex, C> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{max_difference, pattern};
+    use super::super::test_support::{filled, host, max_difference};
     use super::*;
     use burn::tensor::module;
     use burn::tensor::ops::ConvOptions;
-    use burn::tensor::Device;
-
-    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-    }
-
-    fn filled<const D: usize>(shape: [usize; D], offset: usize, scale: f32) -> Tensor<D> {
-        let n = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|i| pattern(i + offset, scale)).collect();
-        Tensor::from_data(TensorData::new(values, shape), &Device::flex().autodiff())
-    }
 
     /// Output, input gradient and kernel gradient of `conv` against Burn's conv2d under
     /// autodiff, for a loss weighting every output differently.

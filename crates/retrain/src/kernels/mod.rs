@@ -94,6 +94,28 @@ pub(crate) mod test_support {
         ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * scale
     }
 
+    /// A tensor of `shape` filled with [`pattern`] from `offset`, on the CPU with autodiff.
+    pub fn filled<const D: usize>(
+        shape: [usize; D],
+        offset: usize,
+        scale: f32,
+    ) -> burn::tensor::Tensor<D> {
+        let n = shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|i| pattern(i + offset, scale)).collect();
+        burn::tensor::Tensor::from_data(
+            burn::tensor::TensorData::new(values, shape),
+            &burn::tensor::Device::flex().autodiff(),
+        )
+    }
+
+    /// The values of a tensor, as f32.
+    pub fn host<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .expect("f32 values")
+    }
+
     /// Largest absolute difference between two equally long slices.
     pub fn max_difference(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len(), "compared outputs differ in size");

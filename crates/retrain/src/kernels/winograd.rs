@@ -449,18 +449,11 @@ fn multiply(u: &[f32], v: &[f32], m: &mut [f32], k: usize, c: usize, count: usiz
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::max_difference;
+    use super::super::test_support::{host, max_difference};
     use super::*;
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
     use burn::tensor::{Device, Distribution, Tensor};
-
-    fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-    }
 
     /// Winograd against Burn's conv2d (bias, ReLU) on random data; returns the largest
     /// difference relative to the largest output.
