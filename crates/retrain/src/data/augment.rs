@@ -1,8 +1,8 @@
 //! Training-time augmentation: random resized crop and horizontal flip (torchvision's defaults).
 
-use super::image::{center_crop, to_chw};
-use crate::zoo::{Interpolation, PretrainedConfig};
-use image::imageops::{self, FilterType};
+use super::image::{center_crop, resize_region, to_chw};
+use crate::zoo::PretrainedConfig;
+use image::imageops;
 use image::RgbImage;
 use rand::Rng;
 
@@ -31,13 +31,13 @@ pub fn random_view(image: &RgbImage, config: &PretrainedConfig, rng: &mut impl R
         let side = w.min(h) as u32;
         (((w as u32) - side) / 2, ((h as u32) - side) / 2, side, side)
     });
-    let region = imageops::crop_imm(image, x, y, cw, ch).to_image();
-    let filter = match config.interpolation {
-        Interpolation::Nearest => FilterType::Nearest,
-        Interpolation::Bilinear => FilterType::Triangle,
-        Interpolation::Bicubic => FilterType::CatmullRom,
-    };
-    let mut view = imageops::resize(&region, out_w as u32, out_h as u32, filter);
+    let mut view = resize_region(
+        image,
+        Some([x, y, cw, ch]),
+        out_w as u32,
+        out_h as u32,
+        config.interpolation,
+    );
     if rng.random_bool(0.5) {
         imageops::flip_horizontal_in_place(&mut view);
     }

@@ -4,7 +4,8 @@
 use crate::error::{Error, Result};
 use crate::zoo::{Interpolation, PretrainedConfig};
 use burn::tensor::{Device, Tensor, TensorData};
-use image::imageops::FilterType;
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
 use std::io::Cursor;
 use std::path::Path;
@@ -58,12 +59,38 @@ fn reason(error: image::ImageError) -> String {
     }
 }
 
-fn filter(interpolation: Interpolation) -> FilterType {
-    match interpolation {
-        Interpolation::Nearest => FilterType::Nearest,
-        Interpolation::Bilinear => FilterType::Triangle,
-        Interpolation::Bicubic => FilterType::CatmullRom,
+/// `image`, or its `region` (left, top, width, height), resized to `width` x `height` with the
+/// interpolation's filter (Pillow's convolution resampling, as torchvision and timm resize): the
+/// `fast_image_resize` crate, SIMD chosen at run time.
+pub fn resize_region(
+    image: &RgbImage,
+    region: Option<[u32; 4]>,
+    width: u32,
+    height: u32,
+    interpolation: Interpolation,
+) -> RgbImage {
+    let algorithm = match interpolation {
+        Interpolation::Nearest => ResizeAlg::Nearest,
+        Interpolation::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
+        Interpolation::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
+    };
+    let mut options = ResizeOptions::new().resize_alg(algorithm);
+    if let Some([left, top, w, h]) = region {
+        options = options.crop(left.into(), top.into(), w.into(), h.into());
     }
+    let source = ImageRef::new(
+        image.width(),
+        image.height(),
+        image.as_raw(),
+        PixelType::U8x3,
+    )
+    .expect("an RgbImage holds width x height RGB pixels");
+    let mut resized = Image::new(width.max(1), height.max(1), PixelType::U8x3);
+    Resizer::new()
+        .resize(&source, &mut resized, &options)
+        .expect("RGB to RGB, non-empty sizes, a crop inside the image");
+    RgbImage::from_raw(width.max(1), height.max(1), resized.into_vec())
+        .expect("the resized buffer holds width x height RGB pixels")
 }
 
 /// Resize so the shorter side is `short`, keeping the aspect ratio; the longer side is truncated
@@ -75,8 +102,7 @@ pub fn resize_shorter(image: &RgbImage, short: usize, interpolation: Interpolati
     } else {
         ((short * w / h).max(1), short)
     };
-    let (nw, nh) = (nw as u32, nh as u32);
-    image::imageops::resize(image, nw, nh, filter(interpolation))
+    resize_region(image, None, nw as u32, nh as u32, interpolation)
 }
 
 /// Crop the center `height` x `width` (the image must be at least that large). Offsets round
