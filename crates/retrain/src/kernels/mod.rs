@@ -1,11 +1,12 @@
 //! CPU kernels where Burn's general kernels leave speed on the table: the frozen,
-//! inference-only part of a model, and (through [`backprop`] and [`batch_norm`]) the depthwise and
-//! 3x3 convolutions and the batch normalization being trained. Each one is checked against Burn's own operation in the tests.
+//! inference-only part of a model, and (through [`backprop`], [`batch_norm`] and [`relu6`]) the
+//! depthwise and 3x3 convolutions, batch normalization and ReLU6 being trained. Each one is checked against Burn's own operation in the tests.
 
 pub mod backprop;
 pub mod batch_norm;
 pub mod depthwise;
 pub mod pointwise;
+pub mod relu6;
 pub mod winograd;
 
 /// A convolution of this module for one input shape, with its bias and activation.

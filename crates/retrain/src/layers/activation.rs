@@ -2,8 +2,9 @@
 
 use super::{Batch, Context, Layer, LayerBase, LayerKind, LayerSpec};
 use crate::error::Result;
+use crate::kernels;
 use crate::shape::Shape;
-use burn::tensor::{activation, Tensor};
+use burn::tensor::{activation, DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// The activations retrain knows.
@@ -27,8 +28,16 @@ impl ActivationKind {
         match self {
             ActivationKind::Linear => x,
             ActivationKind::Relu => activation::relu(x),
-            // Under autodiff Burn's clamp is two compare + mask-fill passes each way; the same
-            // function from two ReLUs differentiates with ReLU's cheap backward.
+            // Under autodiff Burn's clamp is two compare + mask-fill passes each way: on the
+            // CPU one pass each way (kernels::relu6); elsewhere the same function from two
+            // ReLUs differentiates with ReLU's cheap backward.
+            ActivationKind::Relu6
+                if x.is_tracked()
+                    && x.device().inner() == Device::flex()
+                    && x.dtype() == DType::F32 =>
+            {
+                kernels::relu6::relu6(x)
+            }
             ActivationKind::Relu6 if x.is_tracked() => {
                 let r = activation::relu(x);
                 r.clone() - activation::relu(r - 6.0)
