@@ -19,6 +19,15 @@ const LANES: usize = 16;
 /// Output columns summed together in [`Depthwise::weight_gradient`]: one AVX register.
 const WEIGHT_LANES: usize = 8;
 
+/// A thread's buffers, reused from plane to plane (a 7x7 plane costs less than allocating them).
+#[derive(Default)]
+struct Scratch {
+    /// The zero-padded plane, columns split by stride phase.
+    plane: Vec<f32>,
+    /// Each tap's row, offset into the padded row, and weight.
+    taps: Vec<(usize, usize, f32)>,
+}
+
 /// The shape of a depthwise convolution with one filter per channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Depthwise {
@@ -69,7 +78,7 @@ impl ConvKernel for Depthwise {
             .par_chunks_mut(oh * ow)
             .zip(input.par_chunks(h * w))
             .enumerate()
-            .for_each_init(Vec::new, |scratch, (plane, (out, x))| {
+            .for_each_init(Scratch::default, |scratch, (plane, (out, x))| {
                 let channel = plane % self.channels;
                 let filter = &kernel[channel * taps..(channel + 1) * taps];
                 let b = bias.map_or(0.0, |b| b[channel]);
@@ -197,7 +206,11 @@ impl Depthwise {
     /// receives the zero-padded plane with its columns split by stride phase (column `c` at
     /// phase `c % sw`, index `c / sw`), so every tap reads contiguous columns for any stride.
     #[inline(always)]
-    fn plane(&self, x: &[f32], filter: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+    fn plane(&self, x: &[f32], filter: &[f32], out: &mut [f32], scratch: &mut Scratch) {
+        let Scratch {
+            plane: scratch,
+            taps,
+        } = scratch;
         let [h, w] = self.input;
         let [_, ow] = self.output();
         let [kh, kw] = self.kernel;
@@ -228,17 +241,19 @@ impl Depthwise {
         }
         // Where tap (dy, dx) reads for output column ox: row oy*sh + dy, phase dx % sw, index
         // ox + dx / sw.
-        let taps: Vec<(usize, usize, f32)> = (0..kh)
-            .flat_map(|dy| (0..kw).map(move |dx| (dy, dx)))
-            .map(|(dy, dx)| (dy, (dx % sw) * phase_w + dx / sw, filter[dy * kw + dx]))
-            .collect();
+        taps.clear();
+        taps.extend(
+            (0..kh)
+                .flat_map(|dy| (0..kw).map(move |dx| (dy, dx)))
+                .map(|(dy, dx)| (dy, (dx % sw) * phase_w + dx / sw, filter[dy * kw + dx])),
+        );
         for (oy, out_row) in out.chunks_mut(ow).enumerate() {
             let rows = &scratch[oy * sh * row_len..];
             // Whole groups of LANES columns; the last group's extra lanes read the slack at the
             // end of `scratch` or the next row and are not stored.
             for first in (0..ow).step_by(LANES) {
                 let mut acc = [0f32; LANES];
-                for &(dy, offset, weight) in &taps {
+                for &(dy, offset, weight) in taps.iter() {
                     let start = dy * row_len + offset + first;
                     let src: &[f32; LANES] = rows[start..start + LANES].try_into().expect("lanes");
                     for (a, &v) in acc.iter_mut().zip(src) {
