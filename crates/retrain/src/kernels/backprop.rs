@@ -10,7 +10,7 @@
 
 use super::depthwise::Depthwise;
 use super::winograd::Conv3x3;
-use super::{Activation, ConvKernel};
+use super::{flex_tensor, values, Activation, ConvKernel};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -19,8 +19,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Dispatch, Flex};
-use burn::tensor::{DType, Tensor, TensorData};
-use std::borrow::Cow;
+use burn::tensor::Tensor;
 
 /// A convolution that runs with its gradients on the CPU kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,26 +113,6 @@ pub trait CpuConvolution: burn::backend::Backend {
         kernel: FloatTensor<Self>,
         conv: TrainableConv,
     ) -> FloatTensor<Self>;
-}
-
-/// The f32 values of a CPU tensor in row-major order, borrowed where it is laid out so.
-pub(super) fn values(tensor: &FlexTensor) -> Cow<'_, [f32]> {
-    assert_eq!(tensor.dtype(), DType::F32, "CPU kernels take f32 tensors");
-    match tensor.as_slice::<f32>() {
-        Some(values) => Cow::Borrowed(values),
-        None => Cow::Owned(
-            tensor
-                .to_contiguous()
-                .as_slice::<f32>()
-                .expect("a contiguous f32 tensor")
-                .to_vec(),
-        ),
-    }
-}
-
-/// A CPU tensor of `shape` holding `values` (row-major).
-pub(super) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 impl CpuConvolution for Flex {

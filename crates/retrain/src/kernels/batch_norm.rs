@@ -5,7 +5,7 @@
 //! dozen whole-map element-wise passes, each a copy; here the statistics, the normalization and
 //! the gradients are per-channel loops over the NCHW map: two passes forward, two backward.
 
-use super::backprop::{flex_tensor, values};
+use super::{flex_tensor, values};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;

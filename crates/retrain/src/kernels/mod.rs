@@ -9,6 +9,10 @@ pub mod pointwise;
 pub mod relu6;
 pub mod winograd;
 
+use burn::backend::flex::FlexTensor;
+use burn::tensor::{DType, TensorData};
+use std::borrow::Cow;
+
 /// A convolution of this module for one input shape, with its bias and activation.
 pub trait ConvKernel: Send + Sync {
     /// NCHW shape of the result.
@@ -85,6 +89,26 @@ pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
         }
     }
     f()
+}
+
+/// The f32 values of a CPU tensor in row-major order, borrowed where it is laid out so.
+pub(crate) fn values(tensor: &FlexTensor) -> Cow<'_, [f32]> {
+    assert_eq!(tensor.dtype(), DType::F32, "CPU kernels take f32 tensors");
+    match tensor.as_slice::<f32>() {
+        Some(values) => Cow::Borrowed(values),
+        None => Cow::Owned(
+            tensor
+                .to_contiguous()
+                .as_slice::<f32>()
+                .expect("a contiguous f32 tensor")
+                .to_vec(),
+        ),
+    }
+}
+
+/// A CPU tensor of `shape` holding `values` (row-major).
+pub(crate) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// What the kernels' tests share: a deterministic fill and the comparison.

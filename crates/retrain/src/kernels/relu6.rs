@@ -3,7 +3,7 @@
 //! over it. Burn's autodiff clamp is two compare and mask-fill passes each way, and ReLU6 as two
 //! ReLUs is four passes forward and five back, each over the whole map.
 
-use super::backprop::values;
+use super::values;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
