@@ -91,6 +91,12 @@ pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether `t` can go through this module's operations: on the CPU backend (`Device::flex()`,
+/// with or without autodiff) and in f32.
+pub(crate) fn on_cpu_f32<const D: usize>(t: &burn::tensor::Tensor<D>) -> bool {
+    t.device().inner() == burn::tensor::Device::flex() && t.dtype() == DType::F32
+}
+
 /// The f32 values of a CPU tensor in row-major order, borrowed where it is laid out so.
 pub(crate) fn values(tensor: &FlexTensor) -> Cow<'_, [f32]> {
     assert_eq!(tensor.dtype(), DType::F32, "CPU kernels take f32 tensors");

@@ -4,7 +4,7 @@ use super::{Batch, Context, Layer, LayerBase, LayerKind, LayerSpec};
 use crate::error::Result;
 use crate::kernels;
 use crate::shape::Shape;
-use burn::tensor::{activation, DType, Device, Tensor};
+use burn::tensor::{activation, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// The activations retrain knows.
@@ -31,11 +31,7 @@ impl ActivationKind {
             // Under autodiff Burn's clamp is two compare + mask-fill passes each way: on the
             // CPU one pass each way (kernels::relu6); elsewhere the same function from two
             // ReLUs differentiates with ReLU's cheap backward.
-            ActivationKind::Relu6
-                if x.is_tracked()
-                    && x.device().inner() == Device::flex()
-                    && x.dtype() == DType::F32 =>
-            {
+            ActivationKind::Relu6 if x.is_tracked() && kernels::on_cpu_f32(&x) => {
                 kernels::relu6::relu6(x)
             }
             ActivationKind::Relu6 if x.is_tracked() => {

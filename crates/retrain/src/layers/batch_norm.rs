@@ -2,11 +2,11 @@
 
 use super::{Batch, Context, Layer, LayerBase, LayerKind, LayerSpec, LazyVariables};
 use crate::error::Result;
-use crate::kernels::batch_norm::batch_norm_train as cpu_batch_norm_train;
+use crate::kernels::{self, batch_norm::batch_norm_train as cpu_batch_norm_train};
 use crate::shape::Shape;
 use crate::variable::{Initializer, Variable};
 use burn::tensor::module::{batch_norm, batch_norm_train};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// Configuration of a [`BatchNorm`] layer.
@@ -76,10 +76,9 @@ impl BatchNorm {
         if ctx.training && trainable {
             let eps = self.config.epsilon;
             let on_cpu_kernel = D == 4
-                && x.device().inner() == Device::flex()
-                && [x.dtype(), g.dtype(), b.dtype()]
-                    .iter()
-                    .all(|d| *d == DType::F32);
+                && kernels::on_cpu_f32(&x)
+                && kernels::on_cpu_f32(&g)
+                && kernels::on_cpu_f32(&b);
             let (output, batch_mean, batch_var) = if on_cpu_kernel {
                 let dims = x.dims();
                 let maps: Tensor<4> = x.reshape([dims[0], dims[1], dims[2], dims[3]]);

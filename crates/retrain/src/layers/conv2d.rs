@@ -8,13 +8,13 @@ use crate::kernels::backprop::{self, TrainableConv};
 use crate::kernels::depthwise::Depthwise;
 use crate::kernels::pointwise::Pointwise;
 use crate::kernels::winograd::Conv3x3;
-use crate::kernels::{Activation, ConvKernel};
+use crate::kernels::{self, Activation, ConvKernel};
 use crate::layers::Layer;
 use crate::shape::{check_window, window_output, Shape};
 use crate::variable::{Initializer, Variable};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
 /// Below this many input channels Burn's direct convolution is as fast as Winograd.
 const WINOGRAD_MIN_CHANNELS: usize = 8;
@@ -239,9 +239,8 @@ impl Conv2d {
         let [batch, channels, h, w] = x.dims();
         let [out, per_group, _, _] = kernel.dims();
         if !(x.is_tracked() || kernel.is_tracked())
-            || x.device().inner() != Device::flex()
-            || x.dtype() != DType::F32
-            || kernel.dtype() != DType::F32
+            || !kernels::on_cpu_f32(x)
+            || !kernels::on_cpu_f32(kernel)
             || c.strides != [1, 1]
             || c.dilation != [1, 1]
         {
