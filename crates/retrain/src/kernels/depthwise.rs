@@ -149,9 +149,9 @@ impl Depthwise {
         let [oh, ow] = self.output();
         let [kh, kw] = self.kernel;
         let [(pt, _), (pl, _)] = self.padding;
-        // Rows of the gradient padded with zeros to whole groups of WEIGHT_LANES columns, rows of the
-        // input padded (and with slack) so every group reads WEIGHT_LANES columns: one WEIGHT_LANES-lane sum
-        // per tap, reduced at the end, so the loop vectorizes.
+        // Rows of the gradient padded with zeros to whole groups of WEIGHT_LANES columns, rows
+        // of the input padded (and with slack) so every group reads WEIGHT_LANES columns: one
+        // WEIGHT_LANES-wide sum per tap, reduced at the end, so the loop vectorizes.
         let groups = ow.div_ceil(WEIGHT_LANES);
         let grad_w = groups * WEIGHT_LANES;
         let padded_w = grad_w + kw - 1;

@@ -1,6 +1,7 @@
 //! CPU kernels where Burn's general kernels leave speed on the table: the frozen,
 //! inference-only part of a model, and (through [`backprop`], [`batch_norm`] and [`relu6`]) the
-//! depthwise and 3x3 convolutions, batch normalization and ReLU6 being trained. Each one is checked against Burn's own operation in the tests.
+//! depthwise and 3x3 convolutions, batch normalization and ReLU6 being trained. Each one is
+//! checked against Burn's own operation in the tests.
 
 pub mod backprop;
 pub mod batch_norm;
@@ -117,7 +118,8 @@ pub(crate) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// What the kernels' tests share: a deterministic fill and the comparison.
+/// What the kernels' tests share: a deterministic fill (as values or as a tensor), reading a
+/// tensor back, and the comparison.
 #[cfg(test)]
 pub(crate) mod test_support {
     /// A value in [-scale, scale) from index `i`, varied enough to catch misplaced elements.
