@@ -223,22 +223,27 @@ mod tests {
 
     #[test]
     fn depthwise_gradients_equal_burns() {
+        // Narrow planes (across channels, 11 = a group of eight and a partial one), wide
+        // planes (plane by plane), and a kernel width the row loops are not written for.
         for (kernel, padding, input) in [
             (3, [(1, 1), (1, 1)], [7, 9]),
             (5, [(2, 2), (2, 2)], [7, 7]),
             (5, [(1, 3), (2, 2)], [6, 8]), // asymmetric, like TF SAME
             (3, [(0, 0), (0, 0)], [5, 4]),
+            (3, [(1, 1), (1, 1)], [4, 18]),
+            (5, [(2, 2), (1, 3)], [3, 21]),
+            (4, [(1, 2), (2, 1)], [6, 6]),
         ] {
             let conv = Depthwise {
                 batch: 2,
-                channels: 5,
+                channels: 11,
                 input,
                 kernel: [kernel; 2],
                 stride: [1, 1],
                 padding,
             };
             assert!(conv.has_gradients());
-            check(TrainableConv::Depthwise(conv), padding, 5);
+            check(TrainableConv::Depthwise(conv), padding, 11);
         }
     }
 

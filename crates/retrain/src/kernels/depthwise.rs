@@ -7,6 +7,11 @@
 //! asymmetrically); eight output columns accumulate all taps in registers, and the bias and
 //! activation are applied while the plane is in cache. Burn's depthwise path pads into a new
 //! tensor for asymmetric padding and runs the activation as a separate pass.
+//!
+//! Planes narrower than [`LANES`] (the 7x7 maps at the end of EfficientNet, where most columns
+//! of a plane-wide register would be wasted) go across channels instead: eight channels' planes
+//! are interleaved into one padded buffer, pixel by pixel, so one register holds one pixel of
+//! eight channels and every lane does useful work, whatever the plane's width.
 
 use rayon::prelude::*;
 
@@ -18,6 +23,15 @@ const LANES: usize = 16;
 
 /// Output columns summed together in [`Depthwise::weight_gradient`]: one AVX register.
 const WEIGHT_LANES: usize = 8;
+
+/// Channels computed together on narrow planes: one AVX register.
+const CHANNEL_LANES: usize = 8;
+
+/// Output pixels of a row computed together on narrow planes (eight registers of sums).
+const ROW_BLOCK: usize = 8;
+
+/// One pixel of [`CHANNEL_LANES`] channels.
+type Pixel = [f32; CHANNEL_LANES];
 
 /// A thread's buffers, reused from plane to plane (a 7x7 plane costs less than allocating them).
 #[derive(Default)]
@@ -72,6 +86,10 @@ impl ConvKernel for Depthwise {
         assert_eq!(kernel.len(), self.channels * taps, "kernel size");
         let mut output = vec![0f32; self.batch * self.channels * oh * ow];
         if oh == 0 || ow == 0 {
+            return output;
+        }
+        if self.across_channels() {
+            self.run_across_channels(input, kernel, bias, activation, &mut output);
             return output;
         }
         output
@@ -145,6 +163,9 @@ impl Depthwise {
     /// for each channel and tap, the sum over images and output pixels of the gradient times
     /// the input pixel that tap read. Stride 1 only ([`Depthwise::has_gradients`]).
     pub fn weight_gradient(&self, input: &[f32], output_gradient: &[f32]) -> Vec<f32> {
+        if self.across_channels() {
+            return self.weight_gradient_across_channels(input, output_gradient);
+        }
         let [h, w] = self.input;
         let [oh, ow] = self.output();
         let [kh, kw] = self.kernel;
@@ -199,6 +220,131 @@ impl Depthwise {
                 })
             },
         );
+        gradient
+    }
+
+    /// Whether to compute across channels (see the module doc): planes narrower than [`LANES`],
+    /// with a kernel width and stride the row loops are written for.
+    fn across_channels(&self) -> bool {
+        self.output()[1] < LANES && row_kernel(self.kernel[1], self.stride[1]).is_some()
+    }
+
+    /// One image's channel group (`x`, up to [`CHANNEL_LANES`] planes) into `padded`:
+    /// pixel-major, each pixel holding the group's channels, zero-padded as the convolution
+    /// reads it, with slack after the last row for the row blocks' extra columns. The borders
+    /// stay zero from call to call; lanes past the group's channels keep whatever they held and
+    /// are never stored.
+    #[inline(always)]
+    fn interleave(&self, x: &[f32], padded: &mut Vec<Pixel>) {
+        let [h, w] = self.input;
+        let [(pt, pb), (pl, pr)] = self.padding;
+        let padded_w = w + pl + pr;
+        let len = (h + pt + pb) * padded_w + ROW_BLOCK * self.stride[1] + self.kernel[1];
+        if padded.len() != len {
+            padded.clear();
+            padded.resize(len, [0.0; CHANNEL_LANES]);
+        }
+        for (lane, plane) in x.chunks_exact(h * w).enumerate() {
+            for (y, row) in plane.chunks_exact(w).enumerate() {
+                let start = (y + pt) * padded_w + pl;
+                for (pixel, &v) in padded[start..start + w].iter_mut().zip(row) {
+                    pixel[lane] = v;
+                }
+            }
+        }
+    }
+
+    /// [`ConvKernel::run`] across channels: each task convolves eight channels of one image.
+    fn run_across_channels(
+        &self,
+        input: &[f32],
+        kernel: &[f32],
+        bias: Option<&[f32]>,
+        activation: Activation,
+        output: &mut [f32],
+    ) {
+        let [h, w] = self.input;
+        let [oh, ow] = self.output();
+        let taps = self.kernel[0] * self.kernel[1];
+        let convolve = row_kernel(self.kernel[1], self.stride[1])
+            .expect("a row kernel")
+            .0;
+        let channels = self.channels;
+        output
+            .par_chunks_mut(channels * oh * ow)
+            .zip(input.par_chunks(channels * h * w))
+            .for_each(|(output, input)| {
+                output
+                    .par_chunks_mut(CHANNEL_LANES * oh * ow)
+                    .zip(input.par_chunks(CHANNEL_LANES * h * w))
+                    .enumerate()
+                    .for_each_init(
+                        || (Vec::new(), Vec::new()),
+                        |(padded, weights), (group, (out, x))| {
+                            let first = group * CHANNEL_LANES;
+                            let lanes = out.len() / (oh * ow);
+                            let mut shift = [0f32; CHANNEL_LANES];
+                            weights.clear();
+                            weights.resize(taps, [0f32; CHANNEL_LANES]);
+                            for lane in 0..lanes {
+                                let filter = &kernel[(first + lane) * taps..][..taps];
+                                for (tap, &k) in weights.iter_mut().zip(filter) {
+                                    tap[lane] = k;
+                                }
+                                shift[lane] = bias.map_or(0.0, |b| b[first + lane]);
+                            }
+                            self.interleave(x, padded);
+                            let group = ChannelGroup {
+                                padded,
+                                weights,
+                                shift,
+                                lanes,
+                            };
+                            convolve(self, &group, activation, out);
+                        },
+                    );
+            });
+    }
+
+    /// [`Depthwise::weight_gradient`] across channels: each task sums the products of eight
+    /// channels over every image.
+    fn weight_gradient_across_channels(&self, input: &[f32], output_gradient: &[f32]) -> Vec<f32> {
+        let [h, w] = self.input;
+        let [oh, ow] = self.output();
+        let taps = self.kernel[0] * self.kernel[1];
+        let accumulate = row_kernel(self.kernel[1], 1).expect("a row kernel").1;
+        let channels = self.channels;
+        let mut gradient = vec![0f32; channels * taps];
+        gradient
+            .par_chunks_mut(CHANNEL_LANES * taps)
+            .enumerate()
+            .for_each_init(
+                || (Vec::new(), Vec::new(), Vec::new()),
+                |(padded, grad, sums), (group, out)| {
+                    let first = group * CHANNEL_LANES;
+                    let lanes = out.len() / taps;
+                    sums.clear();
+                    sums.resize(taps, [0f32; CHANNEL_LANES]);
+                    grad.clear();
+                    grad.resize(oh * ow, [0f32; CHANNEL_LANES]);
+                    for image in 0..self.batch {
+                        let planes = image * channels + first;
+                        self.interleave(&input[planes * h * w..][..lanes * h * w], padded);
+                        let dy = &output_gradient[planes * oh * ow..][..lanes * oh * ow];
+                        for (lane, plane) in dy.chunks_exact(oh * ow).enumerate() {
+                            for (pixel, &v) in grad.iter_mut().zip(plane) {
+                                pixel[lane] = v;
+                            }
+                        }
+                        accumulate(self, padded, grad, sums);
+                    }
+                    for lane in 0..lanes {
+                        for (tap, sum) in sums.iter().enumerate() {
+                            out[lane * taps + tap] = sum[lane];
+                        }
+                    }
+                },
+            );
         gradient
     }
 
@@ -267,6 +413,113 @@ impl Depthwise {
     }
 }
 
+/// One image's channel group, ready for a row kernel.
+struct ChannelGroup<'a> {
+    /// The group's planes, interleaved ([`Depthwise::interleave`]).
+    padded: &'a [Pixel],
+    /// Each tap's weights, one lane per channel.
+    weights: &'a [Pixel],
+    /// Each channel's bias.
+    shift: Pixel,
+    /// Channels in the group (the last group of a layer may have fewer than eight).
+    lanes: usize,
+}
+
+/// Convolves one [`ChannelGroup`] into its output planes, with the activation.
+type Convolve = fn(&Depthwise, &ChannelGroup, Activation, &mut [f32]);
+
+/// Adds one image's kernel gradient products (interleaved input, interleaved output gradient)
+/// to the group's sums, one per tap.
+type Accumulate = fn(&Depthwise, &[Pixel], &[Pixel], &mut [Pixel]);
+
+/// The row loops for a kernel `width` and `stride`, compiled for those numbers (the tap loops
+/// unrolled, no bounds checks): forward, and the kernel gradient (stride 1).
+fn row_kernel(width: usize, stride: usize) -> Option<(Convolve, Accumulate)> {
+    Some(match (width, stride) {
+        (3, 1) => (convolve_group::<3, 1>, accumulate_group::<3>),
+        (3, 2) => (convolve_group::<3, 2>, accumulate_group::<3>),
+        (5, 1) => (convolve_group::<5, 1>, accumulate_group::<5>),
+        (5, 2) => (convolve_group::<5, 2>, accumulate_group::<5>),
+        (7, 1) => (convolve_group::<7, 1>, accumulate_group::<7>),
+        (7, 2) => (convolve_group::<7, 2>, accumulate_group::<7>),
+        _ => return None,
+    })
+}
+
+/// `a * b + c`, lane by lane (fused multiply-adds with AVX2 + FMA).
+#[inline(always)]
+fn fma(a: Pixel, b: Pixel, mut c: Pixel) -> Pixel {
+    for lane in 0..CHANNEL_LANES {
+        c[lane] = a[lane].mul_add(b[lane], c[lane]);
+    }
+    c
+}
+
+/// [`Convolve`] for kernel width `KW` and column stride `SW`: [`ROW_BLOCK`] output pixels at a
+/// time, their sums in registers through every tap.
+fn convolve_group<const KW: usize, const SW: usize>(
+    conv: &Depthwise,
+    group: &ChannelGroup,
+    activation: Activation,
+    out: &mut [f32],
+) {
+    let [oh, ow] = conv.output();
+    let kh = conv.kernel[0];
+    let sh = conv.stride[0];
+    let padded_w = conv.input[1] + conv.padding[1].0 + conv.padding[1].1;
+    let plane = oh * ow;
+    super::with_avx2(|| {
+        for oy in 0..oh {
+            for first_x in (0..ow).step_by(ROW_BLOCK) {
+                let mut sums = [group.shift; ROW_BLOCK];
+                for ky in 0..kh {
+                    let start = (oy * sh + ky) * padded_w + first_x * SW;
+                    let row = &group.padded[start..start + (ROW_BLOCK - 1) * SW + KW];
+                    let weights = &group.weights[ky * KW..][..KW];
+                    for (kx, &k) in weights.iter().enumerate() {
+                        for (j, sum) in sums.iter_mut().enumerate() {
+                            *sum = fma(row[j * SW + kx], k, *sum);
+                        }
+                    }
+                }
+                let stored = ROW_BLOCK.min(ow - first_x);
+                for (j, sum) in sums[..stored].iter().enumerate() {
+                    let at = oy * ow + first_x + j;
+                    for (lane, &v) in sum[..group.lanes].iter().enumerate() {
+                        out[lane * plane + at] = activation.apply(v);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// [`Accumulate`] for kernel width `KW` (stride 1): per output row and kernel row, the `KW`
+/// sums of that kernel row stay in registers across the output row.
+fn accumulate_group<const KW: usize>(
+    conv: &Depthwise,
+    padded: &[Pixel],
+    grad: &[Pixel],
+    sums: &mut [Pixel],
+) {
+    let [_, ow] = conv.output();
+    let padded_w = conv.input[1] + conv.padding[1].0 + conv.padding[1].1;
+    super::with_avx2(|| {
+        for (oy, grad_row) in grad.chunks_exact(ow).enumerate() {
+            for (ky, kernel_row) in sums.chunks_exact_mut(KW).enumerate() {
+                let row = &padded[(oy + ky) * padded_w..][..ow - 1 + KW];
+                let mut acc: [Pixel; KW] = kernel_row.try_into().expect("a kernel row");
+                for (ox, &g) in grad_row.iter().enumerate() {
+                    for (kx, a) in acc.iter_mut().enumerate() {
+                        *a = fma(row[ox + kx], g, *a);
+                    }
+                }
+                kernel_row.copy_from_slice(&acc);
+            }
+        }
+    })
+}
+
 /// `sums` plus, lane by lane, the products of the rows of `grad` (each `width` long, a
 /// multiple of [`WEIGHT_LANES`]) with the rows of `x` (each `stride` apart) under them.
 #[inline(always)]
@@ -331,6 +584,7 @@ mod tests {
 
     #[test]
     fn matches_the_loops_for_every_padding_and_stride() {
+        let mut paths = [false; 2];
         for (kernel, stride, padding, input) in [
             (3, 1, [(1, 1), (1, 1)], [9, 11]),
             (3, 2, [(0, 1), (0, 1)], [10, 13]), // TF SAME, stride 2: pad after only
@@ -338,22 +592,29 @@ mod tests {
             (5, 1, [(2, 2), (2, 2)], [7, 5]),
             (3, 1, [(0, 0), (0, 0)], [3, 8]),
             (5, 1, [(2, 2), (2, 2)], [1, 1]), // every tap but the centre outside
+            (4, 1, [(1, 2), (1, 2)], [6, 7]), // no row loops for this width: plane by plane
+            (3, 1, [(1, 1), (1, 1)], [5, 19]), // wide planes: plane by plane
+            (3, 2, [(0, 1), (0, 1)], [6, 35]),
+            (7, 2, [(3, 3), (3, 3)], [9, 9]),
         ] {
+            // 11 channels: a group of eight and a partial one across channels.
+            let channels = 11;
             let conv = Depthwise {
                 batch: 2,
-                channels: 3,
+                channels,
                 input,
                 kernel: [kernel; 2],
                 stride: [stride; 2],
                 padding,
             };
-            let x: Vec<f32> = (0..2 * 3 * input[0] * input[1])
+            let x: Vec<f32> = (0..2 * channels * input[0] * input[1])
                 .map(|i| pattern(i, 3.0))
                 .collect();
-            let k: Vec<f32> = (0..3 * kernel * kernel)
+            let k: Vec<f32> = (0..channels * kernel * kernel)
                 .map(|i| pattern(i + 7, 1.0))
                 .collect();
-            let bias = [0.5, -0.25, 0.0];
+            let bias: Vec<f32> = (0..channels).map(|i| pattern(i + 3, 0.5)).collect();
+            paths[usize::from(conv.across_channels())] = true;
             let got = conv.run(&x, &k, Some(&bias), Activation::Linear);
             let want = reference(conv, &x, &k, &bias);
             assert_eq!(got.len(), want.len(), "{conv:?}");
@@ -364,5 +625,9 @@ mod tests {
                 assert_eq!(*c, v.clamp(0.0, 6.0));
             }
         }
+        assert_eq!(
+            paths, [true; 2],
+            "both paths (plane by plane, across channels) tested"
+        );
     }
 }
