@@ -100,10 +100,13 @@ impl ConvKernel for Depthwise {
                 let channel = plane % self.channels;
                 let filter = &kernel[channel * taps..(channel + 1) * taps];
                 let b = bias.map_or(0.0, |b| b[channel]);
-                super::with_avx2(|| {
-                    self.plane(x, filter, out, scratch);
-                    activation.apply_with_bias(out, b);
-                });
+                super::with_avx2(
+                    #[inline(always)]
+                    || {
+                        self.plane(x, filter, out, scratch);
+                        activation.apply_with_bias(out, b);
+                    },
+                );
             });
         output
     }
@@ -182,42 +185,45 @@ impl Depthwise {
         gradient.par_chunks_mut(kh * kw).enumerate().for_each_init(
             || (Vec::new(), Vec::new(), Vec::new()),
             |(padded, grad, sums), (channel, taps)| {
-                super::with_avx2(|| {
-                    sums.clear();
-                    sums.resize(kh * kw, [0f32; WEIGHT_LANES]);
-                    for image in 0..self.batch {
-                        let plane = (image * channels + channel) * h * w;
-                        padded.clear();
-                        padded.resize(padded_h * padded_w, 0f32);
-                        for (y, row) in input[plane..plane + h * w].chunks(w).enumerate() {
-                            // Input row y sits at padded row y + pt, column x + pl; what
-                            // lies beyond the rows and columns any tap reads is left out.
-                            if y + pt >= padded_h {
-                                break;
+                super::with_avx2(
+                    #[inline(always)]
+                    || {
+                        sums.clear();
+                        sums.resize(kh * kw, [0f32; WEIGHT_LANES]);
+                        for image in 0..self.batch {
+                            let plane = (image * channels + channel) * h * w;
+                            padded.clear();
+                            padded.resize(padded_h * padded_w, 0f32);
+                            for (y, row) in input[plane..plane + h * w].chunks(w).enumerate() {
+                                // Input row y sits at padded row y + pt, column x + pl; what
+                                // lies beyond the rows and columns any tap reads is left out.
+                                if y + pt >= padded_h {
+                                    break;
+                                }
+                                let columns = w.min(padded_w - pl);
+                                let start = (y + pt) * padded_w + pl;
+                                padded[start..start + columns].copy_from_slice(&row[..columns]);
                             }
-                            let columns = w.min(padded_w - pl);
-                            let start = (y + pt) * padded_w + pl;
-                            padded[start..start + columns].copy_from_slice(&row[..columns]);
+                            let plane = (image * channels + channel) * oh * ow;
+                            grad.clear();
+                            grad.resize(oh * grad_w, 0f32);
+                            for (y, row) in output_gradient[plane..plane + oh * ow]
+                                .chunks(ow)
+                                .enumerate()
+                            {
+                                grad[y * grad_w..y * grad_w + ow].copy_from_slice(row);
+                            }
+                            for (tap, sum) in sums.iter_mut().enumerate() {
+                                let (dy, dx) = (tap / kw, tap % kw);
+                                let x = &padded[dy * padded_w + dx..];
+                                *sum = tap_sums(*sum, grad, grad_w, x, padded_w);
+                            }
                         }
-                        let plane = (image * channels + channel) * oh * ow;
-                        grad.clear();
-                        grad.resize(oh * grad_w, 0f32);
-                        for (y, row) in output_gradient[plane..plane + oh * ow]
-                            .chunks(ow)
-                            .enumerate()
-                        {
-                            grad[y * grad_w..y * grad_w + ow].copy_from_slice(row);
+                        for (tap, sum) in taps.iter_mut().zip(sums.iter()) {
+                            *tap = sum.iter().sum();
                         }
-                        for (tap, sum) in sums.iter_mut().enumerate() {
-                            let (dy, dx) = (tap / kw, tap % kw);
-                            let x = &padded[dy * padded_w + dx..];
-                            *sum = tap_sums(*sum, grad, grad_w, x, padded_w);
-                        }
-                    }
-                    for (tap, sum) in taps.iter_mut().zip(sums.iter()) {
-                        *tap = sum.iter().sum();
-                    }
-                })
+                    },
+                )
             },
         );
         gradient
@@ -468,30 +474,33 @@ fn convolve_group<const KW: usize, const SW: usize>(
     let sh = conv.stride[0];
     let padded_w = conv.input[1] + conv.padding[1].0 + conv.padding[1].1;
     let plane = oh * ow;
-    super::with_avx2(|| {
-        for oy in 0..oh {
-            for first_x in (0..ow).step_by(ROW_BLOCK) {
-                let mut sums = [group.shift; ROW_BLOCK];
-                for ky in 0..kh {
-                    let start = (oy * sh + ky) * padded_w + first_x * SW;
-                    let row = &group.padded[start..start + (ROW_BLOCK - 1) * SW + KW];
-                    let weights = &group.weights[ky * KW..][..KW];
-                    for (kx, &k) in weights.iter().enumerate() {
-                        for (j, sum) in sums.iter_mut().enumerate() {
-                            *sum = fma(row[j * SW + kx], k, *sum);
+    super::with_avx2(
+        #[inline(always)]
+        || {
+            for oy in 0..oh {
+                for first_x in (0..ow).step_by(ROW_BLOCK) {
+                    let mut sums = [group.shift; ROW_BLOCK];
+                    for ky in 0..kh {
+                        let start = (oy * sh + ky) * padded_w + first_x * SW;
+                        let row = &group.padded[start..start + (ROW_BLOCK - 1) * SW + KW];
+                        let weights = &group.weights[ky * KW..][..KW];
+                        for (kx, &k) in weights.iter().enumerate() {
+                            for (j, sum) in sums.iter_mut().enumerate() {
+                                *sum = fma(row[j * SW + kx], k, *sum);
+                            }
+                        }
+                    }
+                    let stored = ROW_BLOCK.min(ow - first_x);
+                    for (j, sum) in sums[..stored].iter().enumerate() {
+                        let at = oy * ow + first_x + j;
+                        for (lane, &v) in sum[..group.lanes].iter().enumerate() {
+                            out[lane * plane + at] = activation.apply(v);
                         }
                     }
                 }
-                let stored = ROW_BLOCK.min(ow - first_x);
-                for (j, sum) in sums[..stored].iter().enumerate() {
-                    let at = oy * ow + first_x + j;
-                    for (lane, &v) in sum[..group.lanes].iter().enumerate() {
-                        out[lane * plane + at] = activation.apply(v);
-                    }
-                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// [`Accumulate`] for kernel width `KW` (stride 1): per output row and kernel row, the `KW`
@@ -504,20 +513,23 @@ fn accumulate_group<const KW: usize>(
 ) {
     let [_, ow] = conv.output();
     let padded_w = conv.input[1] + conv.padding[1].0 + conv.padding[1].1;
-    super::with_avx2(|| {
-        for (oy, grad_row) in grad.chunks_exact(ow).enumerate() {
-            for (ky, kernel_row) in sums.chunks_exact_mut(KW).enumerate() {
-                let row = &padded[(oy + ky) * padded_w..][..ow - 1 + KW];
-                let mut acc: [Pixel; KW] = kernel_row.try_into().expect("a kernel row");
-                for (ox, &g) in grad_row.iter().enumerate() {
-                    for (kx, a) in acc.iter_mut().enumerate() {
-                        *a = fma(row[ox + kx], g, *a);
+    super::with_avx2(
+        #[inline(always)]
+        || {
+            for (oy, grad_row) in grad.chunks_exact(ow).enumerate() {
+                for (ky, kernel_row) in sums.chunks_exact_mut(KW).enumerate() {
+                    let row = &padded[(oy + ky) * padded_w..][..ow - 1 + KW];
+                    let mut acc: [Pixel; KW] = kernel_row.try_into().expect("a kernel row");
+                    for (ox, &g) in grad_row.iter().enumerate() {
+                        for (kx, a) in acc.iter_mut().enumerate() {
+                            *a = fma(row[ox + kx], g, *a);
+                        }
                     }
+                    kernel_row.copy_from_slice(&acc);
                 }
-                kernel_row.copy_from_slice(&acc);
             }
-        }
-    })
+        },
+    )
 }
 
 /// `sums` plus, lane by lane, the products of the rows of `grad` (each `width` long, a

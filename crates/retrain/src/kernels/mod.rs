@@ -74,8 +74,10 @@ impl Activation {
 
 /// Run `f` compiled for AVX2 + FMA when the CPU has them: the plain loops of the kernels then
 /// vectorize 8 lanes wide instead of the 4 of the x86-64 baseline (SSE2) the crate is built for.
-/// `f` must be inlined into the caller for this to take effect (mark what it calls
-/// `#[inline(always)]`).
+/// `f` must be inlined into the function compiled for them: pass it as `#[inline(always)] || ..`
+/// and mark what it calls `#[inline(always)]`. Left out of line, a closure is compiled for the
+/// baseline, and each `mul_add` in it becomes a library call (seen: the Lite0 fine-tune step
+/// twice as slow in a build that happened to leave the kernels' closures out of line).
 #[inline(always)]
 pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]

@@ -88,19 +88,22 @@ impl ConvKernel for Pointwise {
                             gemm::Parallelism::None,
                         )
                     }
-                    super::with_avx2(|| {
-                        for channel in 0..k {
-                            // SAFETY: the product just wrote these `columns` values of the row.
-                            let row = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    out.add(channel * p + first),
-                                    columns,
-                                )
-                            };
-                            let b = bias.map_or(0.0, |b| b[channel]);
-                            activation.apply_with_bias(row, b);
-                        }
-                    });
+                    super::with_avx2(
+                        #[inline(always)]
+                        || {
+                            for channel in 0..k {
+                                // SAFETY: the product just wrote these `columns` values of the row.
+                                let row = unsafe {
+                                    std::slice::from_raw_parts_mut(
+                                        out.add(channel * p + first),
+                                        columns,
+                                    )
+                                };
+                                let b = bias.map_or(0.0, |b| b[channel]);
+                                activation.apply_with_bias(row, b);
+                            }
+                        },
+                    );
                 }
             });
         // SAFETY: the column blocks cover all p columns of every image's k rows, so every

@@ -40,11 +40,14 @@ fn map_pairs(
     out.par_chunks_mut(CHUNK)
         .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
         .for_each(|(out, (a, b))| {
-            super::with_avx2(|| {
-                for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
-                    *o = f(*a, *b);
-                }
-            })
+            super::with_avx2(
+                #[inline(always)]
+                || {
+                    for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
+                        *o = f(*a, *b);
+                    }
+                },
+            )
         });
     FlexTensor::from_data(TensorData::new(out, like.layout().shape().clone()))
 }

@@ -341,16 +341,19 @@ pub fn transform_kernels(kernel: &[f32], k: usize, c: usize) -> Vec<f32> {
                     taps[tap * c + ci] = v;
                 }
             }
-            super::with_avx2(|| {
-                for r in 0..3 {
-                    let line = std::array::from_fn(|s| &taps[(r * 3 + s) * c..][..c]);
-                    transform_lanes(line, &mut rows[r * 6 * c..][..6 * c], kernel_transform);
-                }
-                for j in 0..6 {
-                    let line = std::array::from_fn(|r| &rows[(r * 6 + j) * c..][..c]);
-                    transform_lanes(line, &mut done[j * 6 * c..][..6 * c], kernel_transform);
-                }
-            });
+            super::with_avx2(
+                #[inline(always)]
+                || {
+                    for r in 0..3 {
+                        let line = std::array::from_fn(|s| &taps[(r * 3 + s) * c..][..c]);
+                        transform_lanes(line, &mut rows[r * 6 * c..][..6 * c], kernel_transform);
+                    }
+                    for j in 0..6 {
+                        let line = std::array::from_fn(|r| &rows[(r * 6 + j) * c..][..c]);
+                        transform_lanes(line, &mut done[j * 6 * c..][..6 * c], kernel_transform);
+                    }
+                },
+            );
             for i in 0..6 {
                 for j in 0..6 {
                     let row = &done[(j * 6 + i) * c..][..c];
