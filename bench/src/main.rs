@@ -158,7 +158,8 @@ fn fine_tune_step(
     let suffix = Sequential::new(Some("suffix")).with_input(Shape::image(Some(h), Some(w), c));
     let suffix = with_classifier(suffix, layers[split..].to_vec())?;
     suffix.set_trainable(true);
-    Ok(train_steps(execution_layers(&suffix), x, batch, device))
+    let layers = retrain::model::fuse_activations(&execution_layers(&suffix));
+    Ok(train_steps(layers, x, batch, device))
 }
 
 fn train_steps(layers: Vec<LayerRef>, x: Batch, batch: usize, device: &Device) -> Step {

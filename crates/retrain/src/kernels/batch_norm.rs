@@ -4,8 +4,11 @@
 //! Burn's default `batch_norm_train` and its backward go through swapped axes, reshapes and a
 //! dozen whole-map element-wise passes, each a copy; here the statistics, the normalization and
 //! the gradients are per-channel loops over the NCHW map: two passes forward, two backward.
+//! The activation after it (ReLU, ReLU6) can run inside those passes: applied as each value is
+//! written, and its gradient (where the activation passes values through) taken as the output
+//! gradient is read, so the activation costs no pass over the map of its own.
 
-use super::{flex_tensor, values};
+use super::{flex_tensor, values, Activation};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -30,19 +33,21 @@ pub struct BatchNormTrain<B: burn::backend::Backend> {
 }
 
 /// Batch normalization of `x` (NCHW, on the CPU backend, f32) with the statistics of the batch,
-/// `gamma` and `beta` per channel; gradients for all three when tracked. Returns the output, the
-/// mean and the biased variance.
+/// `gamma` and `beta` per channel, then `activation`; gradients for all three when tracked.
+/// Returns the output, the mean and the biased variance.
 pub fn batch_norm_train(
     x: Tensor<4>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     epsilon: f64,
+    activation: Activation,
 ) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
     let result = <Dispatch as CpuBatchNorm>::cpu_batch_norm_train(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
         epsilon,
+        activation,
     );
     (
         Tensor::from_dispatch(result.output),
@@ -54,12 +59,13 @@ pub fn batch_norm_train(
 /// The backend extension behind [`batch_norm_train`].
 #[backend_extension(Flex, Autodiff)]
 pub trait CpuBatchNorm: burn::backend::Backend {
-    /// Batch normalization with batch statistics.
+    /// Batch normalization with batch statistics, then `activation`.
     fn cpu_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        activation: Activation,
     ) -> BatchNormTrain<Self>;
 }
 
@@ -86,17 +92,98 @@ fn statistics(x: &[f32], [batch, channels, pixels]: [usize; 3]) -> (Vec<f32>, Ve
         .unzip()
 }
 
-/// `x * scale[c] + shift[c]` for every plane (channel `c`) of `x`.
-fn affine(x: &[f32], channels: usize, pixels: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(pixels.max(1))
-        .zip(x.par_chunks(pixels.max(1)))
-        .enumerate()
-        .for_each(|(plane, (out, x))| {
-            let (a, b) = (scale[plane % channels], shift[plane % channels]);
-            out.iter_mut().zip(x).for_each(|(o, v)| *o = v * a + b);
-        });
-    out
+/// The normalization as an affine map per channel, `x * scale[c] + shift[c]` (scale = gamma /
+/// std), the activation after it, and 1 / std per channel.
+#[derive(Clone, Debug)]
+struct Normalization {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    inv_std: Vec<f32>,
+    activation: Activation,
+}
+
+impl Normalization {
+    /// `activation(x * scale[c] + shift[c])` for every plane (channel `c`) of `x`.
+    fn apply(&self, x: &[f32], channels: usize, pixels: usize) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(pixels.max(1))
+            .zip(x.par_chunks(pixels.max(1)))
+            .enumerate()
+            .for_each(|(plane, (out, x))| {
+                let (a, b) = (self.scale[plane % channels], self.shift[plane % channels]);
+                super::with_avx2(
+                    #[inline(always)]
+                    || {
+                        out.iter_mut().zip(x).for_each(|(o, v)| *o = v * a + b);
+                        self.activation.apply_with_bias(out, 0.0);
+                    },
+                )
+            });
+        out
+    }
+
+    /// Channel `c`'s normalization and the open interval its activation passes through.
+    fn gate(&self, c: usize) -> Gate {
+        let (low, high) = match self.activation {
+            Activation::Linear => (f32::NEG_INFINITY, f32::INFINITY),
+            Activation::Relu => (0.0, f32::INFINITY),
+            Activation::Relu6 => (0.0, 6.0),
+        };
+        Gate {
+            scale: self.scale[c],
+            shift: self.shift[c],
+            low,
+            high,
+        }
+    }
+}
+
+/// One channel's normalization and the open interval `(low, high)` of normalized values its
+/// activation passes through (its derivative is 1 there, 0 elsewhere).
+#[derive(Clone, Copy)]
+struct Gate {
+    scale: f32,
+    shift: f32,
+    low: f32,
+    high: f32,
+}
+
+impl Gate {
+    /// The output gradient `dy` where the activation passed the normalized `x` through, zero
+    /// where it cut it off (branch-free, so the loops around it vectorize).
+    #[inline(always)]
+    fn pass(self, x: f32, dy: f32) -> f32 {
+        let z = x * self.scale + self.shift;
+        if (z > self.low) & (z < self.high) {
+            dy
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Values summed side by side in the backward pass's reductions: one AVX register.
+const SUM_LANES: usize = 8;
+
+/// Sum of the passed gradient and of the passed gradient times `x - mean` over one plane.
+#[inline(always)]
+fn plane_sums(x: &[f32], dy: &[f32], gate: Gate, mean: f32) -> (f32, f32) {
+    let (mut sums, mut weighted) = ([0f32; SUM_LANES], [0f32; SUM_LANES]);
+    let (xs, gs) = (x.chunks_exact(SUM_LANES), dy.chunks_exact(SUM_LANES));
+    let (x_rest, g_rest) = (xs.remainder(), gs.remainder());
+    for (x, g) in xs.zip(gs) {
+        for lane in 0..SUM_LANES {
+            let g = gate.pass(x[lane], g[lane]);
+            sums[lane] += g;
+            weighted[lane] += (x[lane] - mean) * g;
+        }
+    }
+    for (&x, &g) in x_rest.iter().zip(g_rest) {
+        let g = gate.pass(x, g);
+        sums[0] += g;
+        weighted[0] += (x - mean) * g;
+    }
+    (sums.iter().sum(), weighted.iter().sum())
 }
 
 fn inverse_std(variance: &[f32], epsilon: f64) -> Vec<f32> {
@@ -106,30 +193,63 @@ fn inverse_std(variance: &[f32], epsilon: f64) -> Vec<f32> {
         .collect()
 }
 
+/// The statistics of `x` and the normalization they give with `gamma`, `beta`, `epsilon`.
+fn normalization(
+    x: &[f32],
+    shape: [usize; 3],
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    epsilon: f64,
+    activation: Activation,
+) -> (Vec<f32>, Vec<f32>, Normalization) {
+    let (mean, variance) = statistics(x, shape);
+    let (gamma, beta) = (values(gamma), values(beta));
+    let inv_std = inverse_std(&variance, epsilon);
+    let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
+    let shift = (0..shape[1])
+        .map(|c| beta[c] - mean[c] * scale[c])
+        .collect();
+    let normalization = Normalization {
+        scale,
+        shift,
+        inv_std,
+        activation,
+    };
+    (mean, variance, normalization)
+}
+
+/// The forward pass; also returns the normalization, which the backward pass needs.
+fn forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    epsilon: f64,
+    activation: Activation,
+) -> (BatchNormTrain<Flex>, Normalization) {
+    let shape = layout(x);
+    let [_, channels, pixels] = shape;
+    let x_values = values(x);
+    let (mean, variance, normalization) =
+        normalization(&x_values, shape, gamma, beta, epsilon, activation);
+    let output = normalization.apply(&x_values, channels, pixels);
+    let dims = x.layout().shape().clone();
+    let result = BatchNormTrain {
+        output: FlexTensor::from_data(burn::tensor::TensorData::new(output, dims)),
+        mean: flex_tensor(mean, [channels]),
+        variance: flex_tensor(variance, [channels]),
+    };
+    (result, normalization)
+}
+
 impl CpuBatchNorm for Flex {
     fn cpu_batch_norm_train(
         x: FlexTensor,
         gamma: FlexTensor,
         beta: FlexTensor,
         epsilon: f64,
+        activation: Activation,
     ) -> BatchNormTrain<Self> {
-        let shape = layout(&x);
-        let [_, channels, pixels] = shape;
-        let x_values = values(&x);
-        let (mean, variance) = statistics(&x_values, shape);
-        let inv_std = inverse_std(&variance, epsilon);
-        let (gamma, beta) = (values(&gamma), values(&beta));
-        let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
-        let shift: Vec<f32> = (0..channels)
-            .map(|c| beta[c] - mean[c] * scale[c])
-            .collect();
-        let output = affine(&x_values, channels, pixels, &scale, &shift);
-        let dims = x.layout().shape().clone();
-        BatchNormTrain {
-            output: FlexTensor::from_data(burn::tensor::TensorData::new(output, dims)),
-            mean: flex_tensor(mean, [channels]),
-            variance: flex_tensor(variance, [channels]),
-        }
+        forward(&x, &gamma, &beta, epsilon, activation).0
     }
 }
 
@@ -137,9 +257,12 @@ impl CpuBatchNorm for Flex {
 #[derive(Debug)]
 struct BatchNormBackward;
 
+/// What the backward step keeps from the forward one: the input's node, the batch mean per
+/// channel and the normalization.
+type BackwardState = (NodeId, Vec<f32>, Normalization);
+
 impl Backward<Flex, 3> for BatchNormBackward {
-    /// Input and gamma nodes, and the batch mean and 1 / std per channel.
-    type State = (NodeId, NodeId, Vec<f32>, Vec<f32>);
+    type State = BackwardState;
 
     fn backward(
         self,
@@ -149,30 +272,38 @@ impl Backward<Flex, 3> for BatchNormBackward {
     ) {
         let [x_node, gamma_node, beta_node] = ops.parents;
         let output_gradient = grads.consume::<Flex>(&ops.node);
-        let (x_state, gamma_state, mean, inv_std) = ops.state;
+        let (x_state, mean, normalization) = ops.state;
+        let inv_std = &normalization.inv_std;
         let x: FlexTensor = checkpointer.retrieve_node_output(x_state);
-        let gamma: FlexTensor = checkpointer.retrieve_node_output(gamma_state);
         let [batch, channels, pixels] = layout(&x);
-        let (x_values, dy, gamma) = (values(&x), values(&output_gradient), values(&gamma));
-        // Per channel: sum of dy (beta's gradient) and of dy * x̂ (gamma's).
+        let (x_values, dy) = (values(&x), values(&output_gradient));
+        // Per channel: sum of dy (beta's gradient) and of dy * x̂ (gamma's), dy taken where the
+        // activation passed values through.
         let (beta_gradient, gamma_gradient): (Vec<f32>, Vec<f32>) = (0..channels)
             .into_par_iter()
             .map(|c| {
+                let gate = normalization.gate(c);
                 let (mut sum, mut weighted) = (0f64, 0f64);
-                for n in 0..batch {
-                    let at = (n * channels + c) * pixels;
-                    let (x, g) = (&x_values[at..at + pixels], &dy[at..at + pixels]);
-                    sum += g.iter().sum::<f32>() as f64;
-                    weighted += x.iter().zip(g).map(|(x, g)| (x - mean[c]) * g).sum::<f32>() as f64;
-                }
+                super::with_avx2(
+                    #[inline(always)]
+                    || {
+                        for n in 0..batch {
+                            let at = (n * channels + c) * pixels;
+                            let (x, g) = (&x_values[at..at + pixels], &dy[at..at + pixels]);
+                            let (s, w) = plane_sums(x, g, gate, mean[c]);
+                            sum += s as f64;
+                            weighted += w as f64;
+                        }
+                    },
+                );
                 (sum as f32, weighted as f32 * inv_std[c])
             })
             .unzip();
         if let Some(node) = x_node {
             // dx = gamma / std * (dy - mean(dy) - x̂ mean(dy x̂)), as an affine map of dy and x
-            // per channel: dx = a dy + b x + d.
+            // per channel: dx = a dy + b x + d, with a = gamma / std, the normalization's scale.
             let count = (batch * pixels).max(1) as f32;
-            let a: Vec<f32> = (0..channels).map(|c| gamma[c] * inv_std[c]).collect();
+            let a = &normalization.scale;
             let slope: Vec<f32> = (0..channels)
                 .map(|c| a[c] * gamma_gradient[c] * inv_std[c] / count)
                 .collect();
@@ -186,9 +317,15 @@ impl Backward<Flex, 3> for BatchNormBackward {
                 .enumerate()
                 .for_each(|(plane, ((dx, dy), x))| {
                     let c = plane % channels;
-                    for ((o, g), v) in dx.iter_mut().zip(dy).zip(x) {
-                        *o = a[c] * g - slope[c] * v + d[c];
-                    }
+                    let (gate, a, slope, d) = (normalization.gate(c), a[c], slope[c], d[c]);
+                    super::with_avx2(
+                        #[inline(always)]
+                        || {
+                            for ((o, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
+                                *o = a * gate.pass(v, g) - slope * v + d;
+                            }
+                        },
+                    )
                 });
             let dims = x.layout().shape().clone();
             let dx = FlexTensor::from_data(burn::tensor::TensorData::new(dx, dims));
@@ -209,6 +346,7 @@ impl<C: CheckpointStrategy> CpuBatchNorm for Autodiff<Flex, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
+        activation: Activation,
     ) -> BatchNormTrain<Self> {
         let prepared = BatchNormBackward
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
@@ -217,16 +355,15 @@ impl<C: CheckpointStrategy> CpuBatchNorm for Autodiff<Flex, C> {
         let (output, mean, variance) = match prepared {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
-                let gamma_state = prep.checkpoint(&gamma);
-                let result = Flex::cpu_batch_norm_train(
+                let (x, gamma, beta) = (
                     x.into_primitive(),
                     gamma.into_primitive(),
                     beta.into_primitive(),
-                    epsilon,
                 );
+                let (result, normalization) = forward(&x, &gamma, &beta, epsilon, activation);
                 let mean = values(&result.mean).into_owned();
-                let inv_std = inverse_std(&values(&result.variance), epsilon);
-                let output = prep.finish((x_state, gamma_state, mean, inv_std), result.output);
+                let state = (x_state, mean, normalization);
+                let output = prep.finish(state, result.output);
                 (output, result.mean, result.variance)
             }
             OpsKind::UnTracked(prep) => {
@@ -235,6 +372,7 @@ impl<C: CheckpointStrategy> CpuBatchNorm for Autodiff<Flex, C> {
                     gamma.into_primitive(),
                     beta.into_primitive(),
                     epsilon,
+                    activation,
                 );
                 (prep.finish(result.output), result.mean, result.variance)
             }
@@ -252,16 +390,18 @@ mod tests {
     use super::super::test_support::{filled, host, max_difference};
     use super::*;
 
-    #[test]
-    fn output_statistics_and_gradients_equal_burns() {
+    /// Ours against Burn's `batch_norm_train` followed by the activation, under autodiff.
+    fn check(activation: Activation, gamma_offset: f32) {
         let shape = [3, 4, 5, 6];
         let x = (filled(shape, 0, 2.0) + 0.7).detach().require_grad();
-        let gamma = (filled([4], 3, 1.0) + 1.0).detach().require_grad();
+        let gamma = (filled([4], 3, 1.0) + gamma_offset).detach().require_grad();
         let beta = filled([4], 9, 0.5).require_grad();
         let weights = filled(shape, 5, 1.0);
 
-        let (ours, mean, variance) = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-3);
+        let (ours, mean, variance) =
+            batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-3, activation);
         let ours_values = host(ours.clone());
+        let ours_values_above_six = ours_values.iter().filter(|v| **v >= 6.0).count();
         let grads = (ours * weights.clone()).sum().backward();
         let our_grads = [
             host(x.grad(&grads).unwrap()),
@@ -278,8 +418,17 @@ mod tests {
             beta_ref.clone(),
             1e-3,
         );
-        let burn_values = host(burn.output.clone());
-        let grads = (burn.output * weights).sum().backward();
+        let activated = match activation {
+            Activation::Linear => burn.output,
+            Activation::Relu => burn::tensor::activation::relu(burn.output),
+            Activation::Relu6 => burn.output.clamp(0.0, 6.0),
+        };
+        let burn_values = host(activated.clone());
+        let cut = burn_values
+            .iter()
+            .filter(|v| **v <= 0.0 || **v >= 6.0)
+            .count();
+        let grads = (activated * weights).sum().backward();
         let burn_grads = [
             host(x_ref.grad(&grads).unwrap()),
             host(gamma_ref.grad(&grads).unwrap()),
@@ -299,7 +448,29 @@ mod tests {
         for (what, ours, burn) in compared {
             let scale = burn.iter().fold(1f32, |m, v| m.max(v.abs()));
             let worst = max_difference(&ours, &burn) / scale;
-            assert!(worst < 1e-5, "{what}: relative difference {worst}");
+            assert!(
+                worst < 1e-5,
+                "{activation:?} {what}: relative difference {worst}"
+            );
         }
+        if activation != Activation::Linear {
+            assert!(cut > 20, "{activation:?} cut off only {cut} of 360 values");
+        }
+        if activation == Activation::Relu6 {
+            let above = ours_values_above_six;
+            assert!(above > 5, "only {above} of 360 values above 6");
+        }
+    }
+
+    #[test]
+    fn output_statistics_and_gradients_equal_burns() {
+        check(Activation::Linear, 1.0);
+    }
+
+    #[test]
+    fn activation_inside_equals_burns_activation_after() {
+        check(Activation::Relu, 1.0);
+        // Gamma around 4: outputs beyond 6 as well as below 0.
+        check(Activation::Relu6, 4.0);
     }
 }

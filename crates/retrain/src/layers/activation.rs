@@ -43,6 +43,17 @@ impl ActivationKind {
         }
     }
 
+    /// The same activation as the CPU kernels apply it, fused into the operation before; `None`
+    /// for softmax, which they do not.
+    pub fn kernel(self) -> Option<kernels::Activation> {
+        match self {
+            ActivationKind::Linear => Some(kernels::Activation::Linear),
+            ActivationKind::Relu => Some(kernels::Activation::Relu),
+            ActivationKind::Relu6 => Some(kernels::Activation::Relu6),
+            ActivationKind::Softmax => None,
+        }
+    }
+
     /// Apply to a batch; softmax on feature maps runs over channels, like Keras' channel axis.
     pub fn apply_batch(self, x: Batch) -> Batch {
         match (self, x) {

@@ -1,6 +1,8 @@
 //! Batch normalization with Keras semantics for frozen layers.
 
-use super::{Batch, Context, Layer, LayerBase, LayerKind, LayerSpec, LazyVariables};
+use super::{
+    ActivationKind, Batch, Context, Layer, LayerBase, LayerKind, LayerRef, LayerSpec, LazyVariables,
+};
 use crate::error::Result;
 use crate::kernels::{self, batch_norm::batch_norm_train as cpu_batch_norm_train};
 use crate::shape::Shape;
@@ -19,10 +21,19 @@ pub struct BatchNormConfig {
     /// Learn a per-channel scale `gamma` (Keras `scale=True`); InceptionV3 has none.
     #[serde(default = "keep_scale")]
     pub scale: bool,
+    /// The activation applied to the output: `Linear` in every model (Keras has no such
+    /// option); training plans fuse a following ReLU / ReLU6 layer in here
+    /// ([`crate::model::fuse_activations`]), so it runs inside the normalization's passes.
+    #[serde(default, skip_serializing_if = "is_linear")]
+    pub activation: ActivationKind,
 }
 
 fn keep_scale() -> bool {
     true
+}
+
+fn is_linear(activation: &ActivationKind) -> bool {
+    *activation == ActivationKind::Linear
 }
 
 impl Default for BatchNormConfig {
@@ -31,6 +42,7 @@ impl Default for BatchNormConfig {
             momentum: 0.99,
             epsilon: 1e-3,
             scale: true,
+            activation: ActivationKind::Linear,
         }
     }
 }
@@ -61,6 +73,34 @@ impl BatchNorm {
         }
     }
 
+    /// The BatchNorm `layer` (its name, flag and variables, shared) with `activation` (ReLU,
+    /// ReLU6) applied to its output; `None` when `layer` is not a built BatchNorm without an
+    /// activation, or `activation` is not one the CPU kernel runs.
+    pub fn with_activation(layer: &LayerRef, activation: ActivationKind) -> Option<Self> {
+        let LayerKind::BatchNorm(config) = layer.spec().kind else {
+            return None;
+        };
+        let variables = layer.variables();
+        let fusable = activation.kernel().is_some() && activation != ActivationKind::Linear;
+        if !fusable || config.activation != ActivationKind::Linear || variables.is_empty() {
+            return None;
+        }
+        let fused = BatchNorm::from_config(
+            Some(layer.name().to_string()),
+            BatchNormConfig {
+                activation,
+                ..config
+            },
+        );
+        let channels = variables[0].numel();
+        fused
+            .variables
+            .ensure(layer.name(), channels, || variables)
+            .ok()?;
+        fused.set_trainable(layer.trainable());
+        Some(fused)
+    }
+
     fn normalize<const D: usize>(&self, x: Tensor<D>, ctx: &mut Context) -> Result<Tensor<D>> {
         let name = self.name();
         let first = usize::from(self.config.scale);
@@ -73,20 +113,23 @@ impl BatchNorm {
             Tensor::ones([beta.numel()], &ctx.device)
         };
         let b = ctx.weight::<1>(&beta, trainable);
+        let activation = self.config.activation;
         if ctx.training && trainable {
             let eps = self.config.epsilon;
-            let on_cpu_kernel = D == 4
-                && kernels::on_cpu_f32(&x)
-                && kernels::on_cpu_f32(&g)
-                && kernels::on_cpu_f32(&b);
-            let (output, batch_mean, batch_var) = if on_cpu_kernel {
+            let kernel_activation = activation.kernel().filter(|_| {
+                D == 4
+                    && kernels::on_cpu_f32(&x)
+                    && kernels::on_cpu_f32(&g)
+                    && kernels::on_cpu_f32(&b)
+            });
+            let (output, batch_mean, batch_var) = if let Some(fused) = kernel_activation {
                 let dims = x.dims();
                 let maps: Tensor<4> = x.reshape([dims[0], dims[1], dims[2], dims[3]]);
-                let (output, batch_mean, batch_var) = cpu_batch_norm_train(maps, g, b, eps);
+                let (output, batch_mean, batch_var) = cpu_batch_norm_train(maps, g, b, eps, fused);
                 (output.reshape(dims), batch_mean, batch_var)
             } else {
                 let out = batch_norm_train(x, g, b, eps);
-                (out.output, out.mean, out.variance)
+                (activation.apply(out.output), out.mean, out.variance)
             };
             let m = self.config.momentum;
             let device = ctx.device.clone();
@@ -96,7 +139,7 @@ impl BatchNorm {
         } else {
             let mu = ctx.weight::<1>(&mean, false);
             let sigma2 = ctx.weight::<1>(&var, false);
-            Ok(batch_norm(x, g, b, mu, sigma2, self.config.epsilon))
+            Ok(activation.apply(batch_norm(x, g, b, mu, sigma2, self.config.epsilon)))
         }
     }
 }
@@ -111,6 +154,14 @@ impl Layer for BatchNorm {
     }
 
     fn setup(&self, input: Shape) -> Result<Shape> {
+        if self.config.activation.kernel().is_none() {
+            return Err(crate::error::Error::Invalid(format!(
+                "BatchNorm '{}': activation {:?} after a BatchNorm is not supported (linear, \
+                 relu and relu6 are)",
+                self.name(),
+                self.config.activation
+            )));
+        }
         let n = input.channels();
         self.variables.ensure(self.name(), n, || {
             [

@@ -281,12 +281,7 @@ impl Conv2d {
         ctx: &Context,
     ) -> Option<(Box<dyn ConvKernel>, Activation)> {
         let c = &self.config;
-        let activation = match c.activation {
-            ActivationKind::Linear => Activation::Linear,
-            ActivationKind::Relu => Activation::Relu,
-            ActivationKind::Relu6 => Activation::Relu6,
-            ActivationKind::Softmax => return None,
-        };
+        let activation = c.activation.kernel()?;
         let [batch, in_channels, h, w] = x.dims();
         if ctx.training || c.dilation != [1, 1] || x.device() != Device::flex() {
             return None;

@@ -134,14 +134,7 @@ fn fold_at(layers: &[LayerRef], i: usize, device: &Device) -> Result<Option<(Lay
     let Some(input) = conv.input_shape() else {
         return Ok(None);
     };
-    let activation = layers.get(i + 2).and_then(|l| match l.spec().kind {
-        LayerKind::Activation { activation } if activation != ActivationKind::Softmax => {
-            Some(activation)
-        }
-        LayerKind::ReLU { max_value: None } => Some(ActivationKind::Relu),
-        LayerKind::ReLU { max_value: Some(_) } => Some(ActivationKind::Relu6),
-        _ => None,
-    });
+    let activation = layers.get(i + 2).and_then(fusable_activation);
     let conv_vars = conv.variables();
     let bn_vars = bn.variables();
     let kernel = conv_vars[0].tensor::<4>(device);
@@ -177,4 +170,17 @@ fn fold_at(layers: &[LayerRef], i: usize, device: &Device) -> Result<Option<(Lay
         Arc::new(fused),
         if activation.is_some() { 3 } else { 2 },
     )))
+}
+
+/// The activation `layer` applies, when it is an activation layer whose function the CPU
+/// kernels can run fused into the layer before it (not softmax).
+pub(super) fn fusable_activation(layer: &LayerRef) -> Option<ActivationKind> {
+    match layer.spec().kind {
+        LayerKind::Activation { activation } if activation != ActivationKind::Softmax => {
+            Some(activation)
+        }
+        LayerKind::ReLU { max_value: None } => Some(ActivationKind::Relu),
+        LayerKind::ReLU { max_value: Some(_) } => Some(ActivationKind::Relu6),
+        _ => None,
+    }
 }

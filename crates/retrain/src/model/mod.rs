@@ -4,6 +4,7 @@
 mod extractor;
 mod fold;
 mod functional;
+mod fuse;
 mod persist;
 mod plot;
 mod sequential;
@@ -12,6 +13,7 @@ mod summary;
 pub use extractor::{FeatureExtractor, LeafGraph};
 pub use fold::fold_batch_norms;
 pub use functional::{input, Apply, SymbolicTensor};
+pub use fuse::fuse_activations;
 pub use persist::{load_model, model_from_json, save_model, ModelFile};
 pub use plot::{plot_model, to_dot, to_svg, PlotOptions, RankDir};
 pub use sequential::{ModelSpec, Segment, Sequential, INPUT_NAME};

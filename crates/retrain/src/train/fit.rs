@@ -325,7 +325,7 @@ pub fn fit(
     }
     let plan = Plan {
         prefix: crate::model::fold_batch_norms(&layers[..split], device)?,
-        suffix: layers[split..].to_vec(),
+        suffix: crate::model::fuse_activations(&layers[split..]),
         pretrained: data.pretrained,
         device: device.clone(),
     };
@@ -336,7 +336,7 @@ pub fn fit(
         "frozen prefix: {split} of {} layers (up to '{}'); training from '{}'",
         layers.len(),
         layers[..split].last().map_or("input", |l| l.name()),
-        plan.suffix[0].name()
+        layers[split].name()
     )));
 
     let prefix_started = Instant::now();
