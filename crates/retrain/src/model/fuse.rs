@@ -49,6 +49,7 @@ fn fuse_inside(layer: &LayerRef) -> LayerRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::host;
     use crate::layers::{ActivationKind, Batch, Context, LayerKind};
     use crate::train::features::{execution_layers, run_layers};
     use crate::zoo::{self, Pooling, ZooOptions};
@@ -61,13 +62,6 @@ mod tests {
             .iter()
             .flat_map(|l| std::iter::once(l.clone()).chain(flattened(&l.sublayers())))
             .collect()
-    }
-
-    fn host(t: Tensor<1>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("f32 values")
     }
 
     /// The output and every variable's gradient for a loss weighting each output differently.
@@ -93,7 +87,7 @@ mod tests {
                 )
             })
             .collect();
-        (host(out.flatten(0, 1)), gradients)
+        (host(out), gradients)
     }
 
     #[test]
