@@ -6,12 +6,15 @@
 pub mod backprop;
 pub mod batch_norm;
 pub mod depthwise;
+pub mod im2col;
 pub mod pointwise;
 pub mod relu6;
 pub mod winograd;
 
 use burn::backend::flex::FlexTensor;
-use burn::tensor::{DType, TensorData};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Dispatch, Flex};
+use burn::tensor::{DType, Tensor, TensorData};
 use std::borrow::Cow;
 
 /// A convolution of this module for one input shape, with its bias and activation.
@@ -34,6 +37,55 @@ pub trait ConvKernel: Send + Sync {
         bias: Option<&[f32]>,
         activation: Activation,
     ) -> Vec<f32>;
+}
+
+/// A [`ConvKernel`] with its prepared weights, bias and activation: one convolution layer
+/// ready to run.
+#[derive(Clone, Copy)]
+pub struct PreparedConv<'a> {
+    /// The convolution.
+    pub kernel: &'a dyn ConvKernel,
+    /// Its weights, from [`ConvKernel::prepare_weights`].
+    pub weights: &'a [f32],
+    /// One bias per output channel.
+    pub bias: Option<&'a [f32]>,
+    /// Applied after the bias.
+    pub activation: Activation,
+}
+
+impl std::fmt::Debug for PreparedConv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedConv")
+            .field("output_shape", &self.kernel.output_shape())
+            .field("activation", &self.activation)
+            .finish()
+    }
+}
+
+/// `conv` run on `x`, a CPU tensor (`Device::flex()`, no autodiff, f32) whose values it reads
+/// in place: going through `into_data` copied each map twice when it was shared (a block's
+/// input kept for its residual), 4% of a Lite0 forward.
+pub fn convolve(x: Tensor<4>, conv: PreparedConv<'_>) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as CpuConvolve>::cpu_convolve(
+        x.into_dispatch(),
+        conv,
+    ))
+}
+
+/// The backend extension behind [`convolve`].
+#[backend_extension(Flex)]
+pub trait CpuConvolve: burn::backend::Backend {
+    /// `conv` of `x`.
+    fn cpu_convolve(x: FloatTensor<Self>, conv: PreparedConv<'_>) -> FloatTensor<Self>;
+}
+
+impl CpuConvolve for Flex {
+    fn cpu_convolve(x: FlexTensor, conv: PreparedConv<'_>) -> FlexTensor {
+        let output = conv
+            .kernel
+            .run(&values(&x), conv.weights, conv.bias, conv.activation);
+        flex_tensor(output, conv.kernel.output_shape())
+    }
 }
 
 /// The activation a kernel applies after the bias (the layer's own, or the one folded into it).

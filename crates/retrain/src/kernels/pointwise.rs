@@ -40,13 +40,57 @@ impl ConvKernel for Pointwise {
         bias: Option<&[f32]>,
         activation: Activation,
     ) -> Vec<f32> {
-        let (c, k, p) = (
-            self.in_channels,
-            self.out_channels,
-            self.input[0] * self.input[1],
-        );
-        assert_eq!(input.len(), self.batch * c * p, "input size");
-        assert_eq!(kernel.len(), k * c, "kernel size");
+        let pixels = self.input[0] * self.input[1];
+        let product = BlockedProduct {
+            batch: self.batch,
+            out_channels: self.out_channels,
+            depth: self.in_channels,
+            pixels,
+            input_per_image: self.in_channels * pixels,
+        };
+        // The input of one image is the right-hand side as it is: in channels x pixels.
+        product.run(input, kernel, bias, activation, |image, first, _, _| {
+            (&image[first..], pixels)
+        })
+    }
+}
+
+/// Per image, out channels x pixels = kernel (out channels x depth) times columns (depth x
+/// pixels), computed in blocks of pixels, each block getting its bias and activation while it
+/// is still in cache. The images run in parallel, one product at a time per thread.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlockedProduct {
+    /// Images.
+    pub batch: usize,
+    /// Rows of the kernel and of each image's output.
+    pub out_channels: usize,
+    /// Columns of the kernel, rows of the right-hand side.
+    pub depth: usize,
+    /// Output pixels per image.
+    pub pixels: usize,
+    /// Input values per image.
+    pub input_per_image: usize,
+}
+
+impl BlockedProduct {
+    /// The product over `input` (`batch` images of `input_per_image` values). `columns(image,
+    /// first, count, scratch)` gives the depth x `count` right-hand side of the pixels from
+    /// `first` on, as values and a row stride: read in place from `image`, or gathered into
+    /// `scratch` (one buffer per task, kept across blocks).
+    pub fn run<F>(
+        &self,
+        input: &[f32],
+        kernel: &[f32],
+        bias: Option<&[f32]>,
+        activation: Activation,
+        columns: F,
+    ) -> Vec<f32>
+    where
+        F: for<'s> Fn(&'s [f32], usize, usize, &'s mut Vec<f32>) -> (&'s [f32], usize) + Sync,
+    {
+        let (k, depth, p) = (self.out_channels, self.depth, self.pixels);
+        assert_eq!(input.len(), self.batch * self.input_per_image, "input size");
+        assert_eq!(kernel.len(), k * depth, "kernel size");
         if k == 0 || p == 0 || self.batch == 0 {
             return vec![0f32; self.batch * k * p];
         }
@@ -56,30 +100,35 @@ impl ConvKernel for Pointwise {
         let mut output: Vec<f32> = Vec::with_capacity(self.batch * k * p);
         output.spare_capacity_mut()[..self.batch * k * p]
             .par_chunks_mut(k * p)
-            .zip(input.par_chunks(c * p))
-            .for_each(|(out, x)| {
+            .zip(input.par_chunks(self.input_per_image.max(1)))
+            .for_each_init(Vec::new, |scratch, (out, image)| {
                 let out = out.as_mut_ptr().cast::<f32>();
                 for first in (0..p).step_by(block) {
-                    let columns = block.min(p - first);
-                    // SAFETY: `out` points at this image's k x p output (row-major) and `x` at
-                    // its c x p input; the product writes (read_dst false) the k x columns block
-                    // starting at column `first`, reading the c x columns block of `x` at the
-                    // same column, all inside the two buffers.
+                    let count = block.min(p - first);
+                    let (rhs, rhs_stride) = columns(image, first, count, scratch);
+                    assert!(
+                        depth == 0 || rhs.len() >= (depth - 1) * rhs_stride + count,
+                        "right-hand side too short"
+                    );
+                    // SAFETY: `out` points at this image's k x p output (row-major); the
+                    // product writes (read_dst false) the k x count block starting at column
+                    // `first`, reading the depth x count block of `rhs` (its length was just
+                    // checked), all inside the buffers.
                     unsafe {
                         gemm::gemm(
                             k,
-                            columns,
-                            c,
+                            count,
+                            depth,
                             out.add(first),
                             1,
                             p as isize,
                             false,
                             kernel.as_ptr(),
                             1,
-                            c as isize,
-                            x.as_ptr().add(first),
+                            depth as isize,
+                            rhs.as_ptr(),
                             1,
-                            p as isize,
+                            rhs_stride as isize,
                             0.0,
                             1.0,
                             false,
@@ -92,11 +141,11 @@ impl ConvKernel for Pointwise {
                         #[inline(always)]
                         || {
                             for channel in 0..k {
-                                // SAFETY: the product just wrote these `columns` values of the row.
+                                // SAFETY: the product just wrote these `count` values of the row.
                                 let row = unsafe {
                                     std::slice::from_raw_parts_mut(
                                         out.add(channel * p + first),
-                                        columns,
+                                        count,
                                     )
                                 };
                                 let b = bias.map_or(0.0, |b| b[channel]);

@@ -6,15 +6,16 @@ use super::{
 use crate::error::{Error, Result};
 use crate::kernels::backprop::{self, TrainableConv};
 use crate::kernels::depthwise::Depthwise;
+use crate::kernels::im2col::Im2col;
 use crate::kernels::pointwise::Pointwise;
 use crate::kernels::winograd::Conv3x3;
-use crate::kernels::{self, Activation, ConvKernel};
+use crate::kernels::{self, Activation, ConvKernel, PreparedConv};
 use crate::layers::Layer;
 use crate::shape::{check_window, window_output, Shape};
 use crate::variable::{Initializer, Variable};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor};
 
 /// Below this many input channels Burn's direct convolution is as fast as Winograd.
 const WINOGRAD_MIN_CHANNELS: usize = 8;
@@ -271,8 +272,9 @@ impl Conv2d {
 
     /// The CPU inference kernel for this convolution on `x`, if one applies: Winograd for 3x3
     /// stride-1 dense convolutions, the fused pointwise kernel for 1x1 stride-1 dense ones, the
-    /// fused depthwise kernel for one filter per channel. `None` where Burn's `conv2d` runs
-    /// (training, other devices, other shapes, a softmax activation).
+    /// fused depthwise kernel for one filter per channel, im2col for the other dense ones.
+    /// `None` where Burn's `conv2d` runs (training, other devices or dtypes, dilation, groups,
+    /// depth multipliers, a softmax activation).
     fn cpu_kernel(
         &self,
         x: &Tensor<4>,
@@ -283,7 +285,11 @@ impl Conv2d {
         let c = &self.config;
         let activation = c.activation.kernel()?;
         let [batch, in_channels, h, w] = x.dims();
-        if ctx.training || c.dilation != [1, 1] || x.device() != Device::flex() {
+        if ctx.training
+            || c.dilation != [1, 1]
+            || x.device() != Device::flex()
+            || x.dtype() != DType::F32
+        {
             return None;
         }
         let kernel: Box<dyn ConvKernel> = if c.filters.is_none() {
@@ -298,16 +304,17 @@ impl Conv2d {
                 stride: c.strides,
                 padding,
             })
-        } else if groups != 1 || c.strides != [1, 1] {
+        } else if groups != 1 {
             return None;
-        } else if c.kernel == [1, 1] && padding == [(0, 0); 2] {
+        } else if c.kernel == [1, 1] && c.strides == [1, 1] && padding == [(0, 0); 2] {
             Box::new(Pointwise {
                 batch,
                 in_channels,
                 out_channels: c.filters?,
                 input: [h, w],
             })
-        } else if c.kernel == [3, 3] && in_channels >= WINOGRAD_MIN_CHANNELS {
+        } else if c.kernel == [3, 3] && c.strides == [1, 1] && in_channels >= WINOGRAD_MIN_CHANNELS
+        {
             Box::new(Conv3x3 {
                 batch,
                 in_channels,
@@ -316,12 +323,20 @@ impl Conv2d {
                 padding,
             })
         } else {
-            return None;
+            Box::new(Im2col {
+                batch,
+                in_channels,
+                out_channels: c.filters?,
+                input: [h, w],
+                kernel: c.kernel,
+                stride: c.strides,
+                padding,
+            })
         };
         Some((kernel, activation))
     }
 
-    /// Run `kernel` on `x` (taken by value so an unshared map reaches the host without a copy).
+    /// Run `kernel` on `x`, its values read in place.
     fn run_cpu_kernel(
         &self,
         x: Tensor<4>,
@@ -334,16 +349,15 @@ impl Conv2d {
             true => Some(self.variables.get(self.name(), 1)?.to_vec(&device)),
             false => None,
         };
-        let input = x
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| Error::shape(self.name(), format!("input not readable as f32: {e:?}")))?;
         let weights = kernel_var.derived(&device, |w| kernel.prepare_weights(w));
-        let values = kernel.run(&input, &weights, bias.as_deref(), activation);
-        Ok(Tensor::from_data(
-            TensorData::new(values, kernel.output_shape()),
-            &device,
+        Ok(kernels::convolve(
+            x,
+            PreparedConv {
+                kernel,
+                weights: &weights,
+                bias: bias.as_deref(),
+                activation,
+            },
         ))
     }
 }
@@ -464,6 +478,7 @@ impl Layer for Conv2d {
 mod tests {
     use super::*;
     use crate::kernels::test_support::max_difference;
+    use burn::tensor::TensorData;
 
     fn host(t: Tensor<4>) -> Vec<f32> {
         t.into_data()
