@@ -5,10 +5,12 @@
 //! and a convolution of swapped axes for the kernel gradient. Here the 3x3 convolutions run by
 //! Winograd both ways (forward and input gradient, a 3x3 convolution too), with the kernel
 //! gradient as one product per image; depthwise convolutions run the depthwise kernel both
-//! ways, with the kernel gradient summed per channel and tap. Each is checked against Burn's
-//! gradients in the tests.
+//! ways, with the kernel gradient summed per channel and tap; 1x1 convolutions are products per
+//! image all three ways, on NCHW as it lies (no transposed copies). Each is checked against
+//! Burn's gradients in the tests.
 
 use super::depthwise::Depthwise;
+use super::pointwise::Pointwise;
 use super::winograd::Conv3x3;
 use super::{flex_tensor, values, Activation, ConvKernel};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -28,6 +30,8 @@ pub enum TrainableConv {
     Depthwise(Depthwise),
     /// A dense 3x3 convolution, stride 1, by Winograd.
     Conv3x3(Conv3x3),
+    /// A dense 1x1 convolution, stride 1, without padding.
+    Pointwise(Pointwise),
 }
 
 impl TrainableConv {
@@ -36,6 +40,7 @@ impl TrainableConv {
         match self {
             TrainableConv::Depthwise(conv) => conv.has_gradients(),
             TrainableConv::Conv3x3(conv) => conv.has_gradients(),
+            TrainableConv::Pointwise(_) => true,
         }
     }
 
@@ -43,6 +48,7 @@ impl TrainableConv {
         match self {
             TrainableConv::Depthwise(conv) => conv.output_shape(),
             TrainableConv::Conv3x3(conv) => conv.output_shape(),
+            TrainableConv::Pointwise(conv) => conv.output_shape(),
         }
     }
 
@@ -54,6 +60,9 @@ impl TrainableConv {
             TrainableConv::Conv3x3(conv) => {
                 [conv.batch, conv.in_channels, conv.input[0], conv.input[1]]
             }
+            TrainableConv::Pointwise(conv) => {
+                [conv.batch, conv.in_channels, conv.input[0], conv.input[1]]
+            }
         }
     }
 
@@ -61,6 +70,7 @@ impl TrainableConv {
         match self {
             TrainableConv::Depthwise(conv) => [conv.channels, 1, conv.kernel[0], conv.kernel[1]],
             TrainableConv::Conv3x3(conv) => [conv.out_channels, conv.in_channels, 3, 3],
+            TrainableConv::Pointwise(conv) => [conv.out_channels, conv.in_channels, 1, 1],
         }
     }
 
@@ -73,6 +83,7 @@ impl TrainableConv {
                 None,
                 Activation::Linear,
             ),
+            TrainableConv::Pointwise(conv) => conv.run(input, kernel, None, Activation::Linear),
         }
     }
 
@@ -80,6 +91,7 @@ impl TrainableConv {
         match self {
             TrainableConv::Depthwise(conv) => conv.input_gradient(kernel, output_gradient),
             TrainableConv::Conv3x3(conv) => conv.input_gradient(kernel, output_gradient),
+            TrainableConv::Pointwise(conv) => conv.input_gradient(kernel, output_gradient),
         }
     }
 
@@ -87,6 +99,7 @@ impl TrainableConv {
         match self {
             TrainableConv::Depthwise(conv) => conv.weight_gradient(input, output_gradient),
             TrainableConv::Conv3x3(conv) => conv.weight_gradient(input, output_gradient),
+            TrainableConv::Pointwise(conv) => conv.weight_gradient(input, output_gradient),
         }
     }
 }
@@ -263,6 +276,20 @@ mod tests {
             };
             assert!(conv.has_gradients());
             check(TrainableConv::Conv3x3(conv), padding, 1);
+        }
+    }
+
+    #[test]
+    fn pointwise_gradients_equal_burns() {
+        // Three images of 9x13, and two of a single pixel.
+        for (batch, input, in_channels, out_channels) in [(3, [9, 13], 12, 8), (2, [1, 1], 5, 7)] {
+            let conv = Pointwise {
+                batch,
+                in_channels,
+                out_channels,
+                input,
+            };
+            check(TrainableConv::Pointwise(conv), [(0, 0); 2], 1);
         }
     }
 

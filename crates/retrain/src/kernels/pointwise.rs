@@ -55,6 +55,76 @@ impl ConvKernel for Pointwise {
     }
 }
 
+impl Pointwise {
+    /// The gradient of the input from `output_gradient` (NCHW, the output's shape): per image
+    /// the kernel transposed (in x out channels) times the output gradient, the same product
+    /// with the channel counts swapped.
+    pub fn input_gradient(&self, kernel: &[f32], output_gradient: &[f32]) -> Vec<f32> {
+        let (c, k) = (self.in_channels, self.out_channels);
+        let mut transposed = vec![0f32; kernel.len()];
+        for (o, row) in kernel.chunks_exact(c).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                transposed[i * k + o] = v;
+            }
+        }
+        let backward = Pointwise {
+            in_channels: k,
+            out_channels: c,
+            ..*self
+        };
+        backward.run(output_gradient, &transposed, None, Activation::Linear)
+    }
+
+    /// The gradient of the kernel (out x in channels) from the forward `input` and
+    /// `output_gradient`: the sum over images of the output gradient (out channels x pixels)
+    /// times the input read transposed (pixels x in channels), each image's product added to
+    /// the last by the `gemm` crate.
+    pub fn weight_gradient(&self, input: &[f32], output_gradient: &[f32]) -> Vec<f32> {
+        let (c, k) = (self.in_channels, self.out_channels);
+        let pixels = self.input[0] * self.input[1];
+        assert_eq!(input.len(), self.batch * c * pixels, "input size");
+        assert_eq!(
+            output_gradient.len(),
+            self.batch * k * pixels,
+            "output gradient size"
+        );
+        let mut gradient = vec![0f32; k * c];
+        for (image, (x, grad)) in input
+            .chunks_exact(c * pixels)
+            .zip(output_gradient.chunks_exact(k * pixels))
+            .enumerate()
+        {
+            // SAFETY: `gradient` is k x c row-major, `grad` k x pixels row-major and `x`
+            // c x pixels row-major, read transposed (pixels x c) through its strides; all three
+            // have the lengths just checked.
+            unsafe {
+                gemm::gemm(
+                    k,
+                    c,
+                    pixels,
+                    gradient.as_mut_ptr(),
+                    1,
+                    c as isize,
+                    image > 0,
+                    grad.as_ptr(),
+                    1,
+                    pixels as isize,
+                    x.as_ptr(),
+                    pixels as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                )
+            }
+        }
+        gradient
+    }
+}
+
 /// Per image, out channels x pixels = kernel (out channels x depth) times columns (depth x
 /// pixels), computed in blocks of pixels, each block getting its bias and activation while it
 /// is still in cache. The images run in parallel, one product at a time per thread.

@@ -229,8 +229,8 @@ impl Conv2d {
     }
 
     /// The CPU kernels with gradients ([`backprop`]) for this convolution, where they apply:
-    /// gradients wanted, on the CPU, stride 1, and either depthwise or a dense 3x3 one with at
-    /// least [`WINOGRAD_MIN_CHANNELS`] inputs.
+    /// gradients wanted, on the CPU, stride 1, and either depthwise, a dense 1x1 one without
+    /// padding, or a dense 3x3 one with at least [`WINOGRAD_MIN_CHANNELS`] inputs.
     fn trainable_kernel(
         x: &Tensor<4>,
         kernel: &Tensor<4>,
@@ -255,6 +255,13 @@ impl Conv2d {
                 kernel: c.kernel,
                 stride: c.strides,
                 padding,
+            })
+        } else if c.kernel == [1, 1] && per_group == channels && padding == [(0, 0); 2] {
+            TrainableConv::Pointwise(Pointwise {
+                batch,
+                in_channels: channels,
+                out_channels: out,
+                input: [h, w],
             })
         } else if c.kernel == [3, 3] && per_group == channels && channels >= WINOGRAD_MIN_CHANNELS {
             TrainableConv::Conv3x3(Conv3x3 {
