@@ -131,7 +131,8 @@ def retrain_fit(extra):
 def end_to_end():
     # retrain's default runs Lite0's features at 288x288 (its FixRes transfer size); the peers'
     # notebooks use the 224x224 it was trained at, which retrain also runs for a like-for-like row.
-    sides = {"retrain": retrain_fit([]), "retrain-224": retrain_fit(["--image-size", "224"])}
+    sides = {"retrain": retrain_fit([]), "retrain-224": retrain_fit(["--image-size", "224"]),
+             "retrain-bf16": retrain_fit(["--precision", "bf16"])}
     for side in ("torch", "keras"):
         command = [PY, os.path.join(PEERS, f"{side}_fit.py")]
         out, rss, _ = run_measured(command, cwd=PEERS)
@@ -139,6 +140,14 @@ def end_to_end():
         sides[side] = {"seconds": result["seconds"][0], "rss_mib": rss, "val_accuracy": result["val_accuracy"]}
         print(f"  fit {side}: {result['seconds'][0]:.1f} s, val_accuracy {result['val_accuracy']:.4f}", flush=True)
     return sides
+
+
+def cpu_has_avx512_bf16():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512_bf16" in f.read()
+    except OSError:
+        return False
 
 
 def print_tables(rows, fit):
@@ -160,10 +169,16 @@ def print_tables(rows, fit):
         r = fit["retrain"]
         print("\n| end to end (hymenoptera, Lite0, 10 epochs) | seconds | speed-up of retrain | peak RSS MiB | val accuracy |")
         print("|---|---|---|---|---|")
-        for side, target in (("retrain", None), ("retrain-224", None), ("keras", 10.0), ("torch", 5.0)):
+        for side, target in (("retrain", None), ("retrain-224", None), ("retrain-bf16", None), ("keras", 10.0), ("torch", 5.0)):
             s = fit[side]
             speedup = "" if target is None else f"{s['seconds'] / r['seconds']:.1f}x (target >= {target:.0f}x: {'met' if s['seconds'] / r['seconds'] >= target else 'MISSED'})"
             print(f"| {side} | {s['seconds']:.1f} | {speedup} | {s['rss_mib']:.0f} | {s['val_accuracy']:.4f} |")
+        b = fit["retrain-bf16"]
+        speedup, points = r["seconds"] / b["seconds"], 100 * (b["val_accuracy"] - r["val_accuracy"])
+        print(f"\nbf16 extraction (retrain-bf16 against retrain): {speedup:.2f}x the f32 speed "
+              f"(target >= 1.5x: {'met' if speedup >= 1.5 else 'MISSED'}), val accuracy {points:+.2f} points "
+              f"(target within 0.5: {'met' if abs(points) <= 0.5 else 'MISSED'}); "
+              f"this CPU has AVX512-BF16: {'yes' if cpu_has_avx512_bf16() else 'no (bf16 is emulated in f32)'}")
         print(f"\npeak RSS below PyTorch's: {'met' if r['rss_mib'] < fit['torch']['rss_mib'] else 'MISSED'}; "
               f"val accuracy no lower than either: {'met' if r['val_accuracy'] >= max(fit['torch']['val_accuracy'], fit['keras']['val_accuracy']) else 'MISSED'}")
 

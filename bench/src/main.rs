@@ -15,7 +15,9 @@
 
 use anyhow::{bail, Context as _, Result};
 use burn::tensor::{Distribution, Tensor};
-use retrain::layers::{ActivationKind, Batch, Dense, GlobalAveragePooling2d, Layer, LayerRef};
+use retrain::layers::{
+    ActivationKind, Batch, Dense, GlobalAveragePooling2d, Layer, LayerRef, Precision,
+};
 use retrain::model::Sequential;
 use retrain::train::features::{execution_layers, inference_layers, run_inference};
 use retrain::train::optimizer::{Optimizer, OptimizerKind};
@@ -30,7 +32,7 @@ const CLASSES: usize = 5;
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(workload) = args.first().cloned() else {
-        bail!("usage: retrain-bench WORKLOAD [--batch N] [--runs R] [--warmup W] [--device D]");
+        bail!("usage: retrain-bench WORKLOAD [--batch N] [--runs R] [--warmup W] [--device D] [--precision f32|bf16]");
     };
     let option = |flag: &str, default: usize| -> Result<usize> {
         match args.iter().position(|a| a == flag) {
@@ -49,7 +51,15 @@ fn main() -> Result<()> {
         Some(i) => device_named(args.get(i + 1).context("--device needs a name")?)?,
         None => default_device(),
     };
-    let mut step = workload_step(&workload, batch, &device)?;
+    let precision: Precision = match args.iter().position(|a| a == "--precision") {
+        Some(i) => args
+            .get(i + 1)
+            .context("--precision needs a value")?
+            .parse()
+            .map_err(anyhow::Error::msg)?,
+        None => Precision::F32,
+    };
+    let mut step = workload_step(&workload, batch, &device, precision)?;
     for _ in 0..warmup {
         step()?;
     }
@@ -68,11 +78,17 @@ fn main() -> Result<()> {
 
 type Step = Box<dyn FnMut() -> Result<()>>;
 
-fn workload_step(workload: &str, batch: usize, device: &Device) -> Result<Step> {
+/// The workload's step; `precision` is that of the frozen layers' products (forward workloads).
+fn workload_step(
+    workload: &str,
+    batch: usize,
+    device: &Device,
+    precision: Precision,
+) -> Result<Step> {
     Ok(match workload {
-        "forward-vgg16" => forward("vgg16", batch, device)?,
-        "forward-efficientnet_lite0" => forward("efficientnet_lite0", batch, device)?,
-        "forward-mobilenet_v2" => forward("mobilenet_v2", batch, device)?,
+        "forward-vgg16" => forward("vgg16", batch, device, precision)?,
+        "forward-efficientnet_lite0" => forward("efficientnet_lite0", batch, device, precision)?,
+        "forward-mobilenet_v2" => forward("mobilenet_v2", batch, device, precision)?,
         "step-vgg16-block5" => fine_tune_step("vgg16", "block5_conv1", batch, device)?,
         "step-lite0-last2" => fine_tune_step("efficientnet_lite0", "block6d", batch, device)?,
         "step-dense-head" => {
@@ -106,12 +122,12 @@ fn random(dims: &[usize], device: &Device) -> Batch {
     }
 }
 
-fn forward(name: &str, batch: usize, device: &Device) -> Result<Step> {
+fn forward(name: &str, batch: usize, device: &Device, precision: Precision) -> Result<Step> {
     let layers = inference_layers(&base(name, device)?, device)?;
     let x = random(&[batch, 3, 224, 224], device);
     let device = device.clone();
     Ok(Box::new(move || {
-        let out = run_inference(&layers, x.clone(), &device)?;
+        let out = run_inference(&layers, x.clone(), &device, precision)?;
         // Reading the result back waits for the work, whatever the backend.
         let _ = match out {
             Batch::Maps(t) => t.sum().into_data(),
@@ -151,7 +167,12 @@ fn fine_tune_step(
         .position(|l| l.name() == first_trainable)
         .with_context(|| format!("{name} has no layer '{first_trainable}'"))?;
     let frozen = inference_layers(&Sequential::from_layers(None, &layers[..split])?, device)?;
-    let x = run_inference(&frozen, random(&[batch, 3, 224, 224], device), device)?;
+    let x = run_inference(
+        &frozen,
+        random(&[batch, 3, 224, 224], device),
+        device,
+        Precision::F32,
+    )?;
     let [_, c, h, w] = x.dims()[..] else {
         bail!("'{first_trainable}' does not take feature maps");
     };

@@ -32,8 +32,8 @@ struct State {
     trainable: bool,
     initializer: Initializer,
     value: RwLock<Option<Tensor<1>>>,
-    /// What [`Variable::derived`] computed from the current value.
-    derived: Mutex<Option<Arc<Vec<f32>>>>,
+    /// What [`Variable::derived`] computed from the current value, and under which tag.
+    derived: Mutex<Option<(u64, Arc<Vec<f32>>)>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -129,18 +129,22 @@ impl Variable {
     }
 
     /// A host array computed by `derive` from the value (such as a kernel transformed for a
-    /// faster convolution), computed once and kept until the value is assigned again.
+    /// faster convolution), computed once and kept until the value is assigned again or a
+    /// derivation with another `tag` (say, for another precision) replaces it.
     pub fn derived(
         &self,
         device: &Device,
+        tag: u64,
         derive: impl FnOnce(&[f32]) -> Vec<f32>,
     ) -> Arc<Vec<f32>> {
         let mut slot = self.0.derived.lock().expect("variable lock");
-        if let Some(done) = slot.as_ref() {
-            return done.clone();
+        if let Some((done_tag, done)) = slot.as_ref() {
+            if *done_tag == tag {
+                return done.clone();
+            }
         }
         let done = Arc::new(derive(&self.to_vec(device)));
-        *slot = Some(done.clone());
+        *slot = Some((tag, done.clone()));
         done
     }
 
@@ -195,12 +199,17 @@ mod tests {
             calls.set(calls.get() + 1);
             values.iter().map(|v| v * 2.0).collect()
         };
-        assert_eq!(*variable.derived(&device, doubled), vec![2.0; 3]);
-        assert_eq!(*variable.derived(&device, doubled), vec![2.0; 3]);
+        assert_eq!(*variable.derived(&device, 0, doubled), vec![2.0; 3]);
+        assert_eq!(*variable.derived(&device, 0, doubled), vec![2.0; 3]);
         assert_eq!(calls.get(), 1, "computed once while the value stands");
         // An optimizer step or a weights file assigns: the next use sees the new value.
         variable.assign_data(vec![1.0, 2.0, 3.0], &device);
-        assert_eq!(*variable.derived(&device, doubled), vec![2.0, 4.0, 6.0]);
+        assert_eq!(*variable.derived(&device, 0, doubled), vec![2.0, 4.0, 6.0]);
         assert_eq!(calls.get(), 2);
+        // Another tag derives anew, and replaces the kept array.
+        assert_eq!(*variable.derived(&device, 1, doubled), vec![2.0, 4.0, 6.0]);
+        assert_eq!(calls.get(), 3);
+        variable.derived(&device, 0, doubled);
+        assert_eq!(calls.get(), 4);
     }
 }

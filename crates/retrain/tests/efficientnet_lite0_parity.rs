@@ -4,9 +4,9 @@ mod common;
 
 use burn::tensor::TensorData;
 use common::{fixture, lite0_weights, max_abs_diff};
-use retrain::layers::{ActivationKind, Batch, Context};
+use retrain::layers::{ActivationKind, Batch, Context, Precision};
 use retrain::model::Sequential;
-use retrain::train::features::{inference_layers, run_layers};
+use retrain::train::features::{inference_layers, run_inference, run_layers};
 use retrain::zoo::{self, ZooOptions};
 use retrain::{default_device, Tensor};
 
@@ -106,4 +106,41 @@ fn lite0_with_batch_norm_folded_still_matches_pytorch() {
     let diff = max_abs_diff(&logits, &expected);
     eprintln!("folded: logits max abs diff {diff:e}");
     assert!(diff <= 1e-3, "folded logits differ by {diff}");
+}
+
+/// With the products in bf16 (weights and inputs rounded, sums in f32) the logits move by
+/// about what bf16's 8-bit mantissa allows, and every image keeps PyTorch's f32 top class.
+#[test]
+fn lite0_in_bf16_stays_close_to_pytorch_f32() {
+    let device = default_device();
+    let model = lite0_with_logits(&device);
+    let layers = inference_layers(&model, &device).unwrap();
+    let (_, input) = fixture("input");
+    let input = Tensor::<4>::from_data(TensorData::new(input, [4, 3, 224, 224]), &device);
+    let run = |precision: Precision| {
+        let out = run_inference(&layers, Batch::Maps(input.clone()), &device, precision);
+        to_vec(out.unwrap()).1
+    };
+    let (f32_logits, bf16_logits) = (run(Precision::F32), run(Precision::Bf16));
+    let (_, expected) = fixture("logits");
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let f32_diff = max_abs_diff(&f32_logits, &expected);
+    let bf16_diff = max_abs_diff(&bf16_logits, &expected);
+    eprintln!("logits max abs diff: f32 {f32_diff:e}, bf16 {bf16_diff:e} (largest logit {scale})");
+    let top = |logits: &[f32]| -> Vec<usize> {
+        logits
+            .chunks(1000)
+            .map(|row| {
+                (0..row.len())
+                    .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(top(&bf16_logits), top(&expected), "top classes");
+    assert!(bf16_diff > 10.0 * f32_diff, "bf16 rounding took effect");
+    assert!(
+        bf16_diff <= 0.05 * scale,
+        "bf16 logits differ by {bf16_diff}"
+    );
 }

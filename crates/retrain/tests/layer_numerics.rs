@@ -239,7 +239,7 @@ fn pooling_with_same_padding_ignores_padded_cells() {
 /// folded, residual adds).
 #[test]
 fn batch_split_inference_equals_whole_batch() {
-    use retrain::layers::{Batch, Context};
+    use retrain::layers::{Batch, Context, Precision};
     use retrain::train::features::{inference_layers, run_inference, run_layers};
     use retrain::zoo::{self, Pooling, ZooOptions};
 
@@ -279,7 +279,8 @@ fn batch_split_inference_equals_whole_batch() {
         )
         .unwrap(),
     );
-    let (split_dims, split) = host(run_inference(&layers, Batch::Maps(x), &device).unwrap());
+    let (split_dims, split) =
+        host(run_inference(&layers, Batch::Maps(x), &device, Precision::F32).unwrap());
     assert_eq!(dims, vec![5, 1280]);
     assert_eq!(split_dims, dims);
     let scale = whole.iter().fold(0f32, |m, v| m.max(v.abs()));

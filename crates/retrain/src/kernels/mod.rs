@@ -5,6 +5,7 @@
 
 pub mod backprop;
 pub mod batch_norm;
+pub mod bf16;
 pub mod depthwise;
 pub mod im2col;
 pub mod pointwise;
@@ -51,6 +52,8 @@ pub struct PreparedConv<'a> {
     pub bias: Option<&'a [f32]>,
     /// Applied after the bias.
     pub activation: Activation,
+    /// Precision of the products: the input is rounded to it here, the weights must be already.
+    pub precision: bf16::Precision,
 }
 
 impl std::fmt::Debug for PreparedConv<'_> {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for PreparedConv<'_> {
         f.debug_struct("PreparedConv")
             .field("output_shape", &self.kernel.output_shape())
             .field("activation", &self.activation)
+            .field("precision", &self.precision)
             .finish()
     }
 }
@@ -81,9 +85,11 @@ pub trait CpuConvolve: burn::backend::Backend {
 
 impl CpuConvolve for Flex {
     fn cpu_convolve(x: FlexTensor, conv: PreparedConv<'_>) -> FlexTensor {
+        let input = values(&x);
+        let input = conv.precision.rounded(&input);
         let output = conv
             .kernel
-            .run(&values(&x), conv.weights, conv.bias, conv.activation);
+            .run(&input, conv.weights, conv.bias, conv.activation);
         flex_tensor(output, conv.kernel.output_shape())
     }
 }

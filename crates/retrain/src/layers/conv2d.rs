@@ -2,6 +2,7 @@
 
 use super::{
     ActivationKind, Batch, Context, LayerBase, LayerKind, LayerSpec, LazyVariables, Padding,
+    Precision,
 };
 use crate::error::{Error, Result};
 use crate::kernels::backprop::{self, TrainableConv};
@@ -343,20 +344,25 @@ impl Conv2d {
         Some((kernel, activation))
     }
 
-    /// Run `kernel` on `x`, its values read in place.
+    /// Run `kernel` on `x`, its values read in place, the products at `precision`.
     fn run_cpu_kernel(
         &self,
         x: Tensor<4>,
         kernel_var: &Variable,
         kernel: &dyn ConvKernel,
         activation: Activation,
+        precision: Precision,
     ) -> Result<Tensor<4>> {
         let device = x.device();
         let bias = match self.config.use_bias {
             true => Some(self.variables.get(self.name(), 1)?.to_vec(&device)),
             false => None,
         };
-        let weights = kernel_var.derived(&device, |w| kernel.prepare_weights(w));
+        let weights = kernel_var.derived(&device, precision as u64, |w| {
+            let mut w = w.to_vec();
+            precision.round(&mut w);
+            kernel.prepare_weights(&w)
+        });
         Ok(kernels::convolve(
             x,
             PreparedConv {
@@ -364,6 +370,7 @@ impl Conv2d {
                 weights: &weights,
                 bias: bias.as_deref(),
                 activation,
+                precision,
             },
         ))
     }
@@ -445,9 +452,13 @@ impl Layer for Conv2d {
                 &kernel_var,
                 kernel.as_ref(),
                 activation,
+                ctx.precision,
             )?));
         }
-        let kernel = ctx.weight::<4>(&kernel_var, trainable);
+        let x = ctx.precision.round_tensor(x);
+        let kernel = ctx
+            .precision
+            .round_tensor(ctx.weight::<4>(&kernel_var, trainable));
         let bias = if c.use_bias {
             Some(ctx.weight::<1>(&self.variables.get(self.name(), 1)?, trainable))
         } else {

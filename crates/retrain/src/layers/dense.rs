@@ -123,7 +123,10 @@ impl Layer for Dense {
             ));
         }
         let trainable = self.trainable();
-        let kernel = ctx.weight::<2>(&kernel_var, trainable);
+        let x = ctx.precision.round_tensor(x);
+        let kernel = ctx
+            .precision
+            .round_tensor(ctx.weight::<2>(&kernel_var, trainable));
         let bias = if self.config.use_bias {
             Some(ctx.weight::<1>(&self.variables.get(self.name(), 1)?, trainable))
         } else {

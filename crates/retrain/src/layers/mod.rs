@@ -26,6 +26,7 @@ pub use preprocess::{Preprocess, PreprocessMode, Rescaling};
 pub use zero_padding::ZeroPadding2d;
 
 use crate::error::{Error, Result};
+pub use crate::kernels::bf16::Precision;
 use crate::shape::Shape;
 use crate::variable::Variable;
 use burn::tensor::{Device, Tensor};
@@ -99,6 +100,8 @@ pub struct Context {
     pub device: Device,
     /// Training mode: dropout active, trainable BatchNorm uses batch statistics.
     pub training: bool,
+    /// Precision of the products of convolution and dense layers at inference.
+    pub precision: Precision,
     leaves: Option<HashMap<u64, (Variable, Tensor<1>)>>,
 }
 
@@ -108,8 +111,18 @@ impl Context {
         Context {
             device: device.clone(),
             training: false,
+            precision: Precision::F32,
             leaves: None,
         }
+    }
+
+    /// This context with the products of convolution and dense layers at `precision` (at
+    /// inference; training stays f32).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        if !self.training {
+            self.precision = precision;
+        }
+        self
     }
 
     /// Training mode; with `track_gradients` the trainable variables become autodiff leaves.
@@ -117,6 +130,7 @@ impl Context {
         Context {
             device: device.clone(),
             training: true,
+            precision: Precision::F32,
             leaves: track_gradients.then(HashMap::new),
         }
     }

@@ -5,7 +5,7 @@ use super::metrics::{ClassReport, Confusion};
 use crate::data::augment::center_view;
 use crate::data::folder::Sample;
 use crate::error::Result;
-use crate::layers::{Batch, Context, Layer};
+use crate::layers::{Batch, Context, Layer, Precision};
 use crate::model::Sequential;
 use crate::zoo::PretrainedConfig;
 use burn::tensor::activation::log_softmax;
@@ -45,7 +45,8 @@ pub fn evaluate(
             .map(|(_, img)| center_view(img, pretrained))
             .collect();
         let x = crate::data::image::batch_tensor(&views, h, w, device);
-        let logits = run_inference(&layers, Batch::Maps(x), device)?.into_vectors(model.name())?;
+        let logits = run_inference(&layers, Batch::Maps(x), device, Precision::F32)?
+            .into_vectors(model.name())?;
         let classes = logits.dims()[1];
         let (_, logp) = batch_to_rows(Batch::Vectors(log_softmax(logits, 1)));
         for ((sample, _), row) in chunk.iter().zip(logp.chunks(classes)) {
@@ -67,9 +68,11 @@ pub fn evaluate(
     })
 }
 
-/// Run `model` on images in inference mode and return per-image output rows (e.g. pooled
-/// features of a base built with average pooling), with the output's per-sample shape. With
-/// `layer`, the rows are that layer's output instead of the model's.
+/// Run `model` on images in inference mode, the products of its convolution and dense layers at
+/// `precision`, and return per-image output rows (e.g. pooled features of a base built with
+/// average pooling), with the output's per-sample shape. With `layer`, the rows are that layer's
+/// output instead of the model's.
+#[allow(clippy::too_many_arguments)]
 pub fn extract_features(
     model: &Sequential,
     layer: Option<&str>,
@@ -77,6 +80,7 @@ pub fn extract_features(
     pretrained: &PretrainedConfig,
     batch_size: usize,
     device: &Device,
+    precision: Precision,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(Vec<usize>, Vec<f32>)> {
     let [h, w] = pretrained.input_size;
@@ -94,9 +98,12 @@ pub fn extract_features(
         let x = crate::data::image::batch_tensor(&views, h, w, device);
         let y = match &tap {
             Some(extractor) => extractor
-                .run(Batch::Maps(x), &mut Context::inference(device))?
+                .run(
+                    Batch::Maps(x),
+                    &mut Context::inference(device).with_precision(precision),
+                )?
                 .remove(0),
-            None => run_inference(&layers, Batch::Maps(x), device)?,
+            None => run_inference(&layers, Batch::Maps(x), device, precision)?,
         };
         let (d, rows) = batch_to_rows(y);
         dims = d;

@@ -6,7 +6,7 @@
 //! epoch runs only the layers after it.
 
 use crate::error::{Error, Result};
-use crate::layers::{Batch, Context, LayerRef};
+use crate::layers::{Batch, Context, LayerRef, Precision};
 use crate::model::{Segment, Sequential};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::fs::File;
@@ -54,20 +54,27 @@ pub fn run_layers(layers: &[LayerRef], x: Batch, ctx: &mut Context) -> Result<Ba
 /// prefix 21.6 s -> 17.7 s on the ants/bees set; VGG16 unchanged).
 const IMAGES_PER_TASK: usize = 2;
 
-/// Run `layers` in inference mode with the batch split into slices run side by side.
+/// Run `layers` in inference mode, the products of convolution and dense layers at `precision`,
+/// with the batch split into slices run side by side.
 ///
 /// Images are independent at inference, so slices of [`IMAGES_PER_TASK`] images go to the CPU's
 /// threads as tasks (matrix products still share out their own work): every core stays busy in
 /// layers whose kernels run on one, and each task's maps stay small. Other devices, and batches
 /// of one, run whole.
-pub fn run_inference(layers: &[LayerRef], x: Batch, device: &Device) -> Result<Batch> {
+pub fn run_inference(
+    layers: &[LayerRef],
+    x: Batch,
+    device: &Device,
+    precision: Precision,
+) -> Result<Batch> {
     use rayon::prelude::*;
+    let context = || Context::inference(device).with_precision(precision);
     let rows = x.dims()[0];
     let parts = rayon::current_num_threads()
         .max(rows.div_ceil(IMAGES_PER_TASK))
         .min(rows);
     if parts <= 1 || *device != Device::flex() {
-        return run_layers(layers, x, &mut Context::inference(device));
+        return run_layers(layers, x, &mut context());
     }
     let slices: Vec<Batch> = match x {
         Batch::Maps(t) => t.chunk(parts, 0).into_iter().map(Batch::Maps).collect(),
@@ -75,7 +82,7 @@ pub fn run_inference(layers: &[LayerRef], x: Batch, device: &Device) -> Result<B
     };
     let outputs = slices
         .into_par_iter()
-        .map(|slice| run_layers(layers, slice, &mut Context::inference(device)))
+        .map(|slice| run_layers(layers, slice, &mut context()))
         .collect::<Result<Vec<Batch>>>()?;
     let mut maps = Vec::new();
     let mut vectors = Vec::new();
@@ -202,8 +209,8 @@ pub fn cache_key(prefix_fingerprint: u64, files: &[PathBuf]) -> u64 {
 
 impl FeatureStore {
     /// Reuse the cache file when its key matches, else run `prefix` over every input (given as
-    /// prepared CHW images by `input`) in batches and write it. Rows stay in memory up to
-    /// `memory_budget` bytes, beyond that they are read from the file.
+    /// prepared CHW images by `input`) in batches, its products at `precision`, and write it.
+    /// Rows stay in memory up to `memory_budget` bytes, beyond that they are read from the file.
     #[allow(clippy::too_many_arguments)]
     pub fn load_or_compute(
         prefix: &[LayerRef],
@@ -214,6 +221,7 @@ impl FeatureStore {
         cache: Option<&CacheFile>,
         memory_budget: usize,
         device: &Device,
+        precision: Precision,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Self> {
         if let Some(cache) = cache {
@@ -246,7 +254,7 @@ impl FeatureStore {
                 (done..done + n).into_par_iter().map(input).collect()
             };
             let x = crate::data::image::batch_tensor(&images, h, w, device);
-            let out = run_inference(prefix, Batch::Maps(x), device)?;
+            let out = run_inference(prefix, Batch::Maps(x), device, precision)?;
             let (d, values) = batch_to_rows(out);
             dims = d;
             if let (Some(wr), Some(t)) = (writer.as_mut(), tmp.as_ref()) {

@@ -10,7 +10,7 @@ use super::schedule::LrSchedule;
 use crate::data::augment::{center_view, random_view};
 use crate::data::folder::Sample;
 use crate::error::{Error, Result};
-use crate::layers::{Batch, Context, Layer, LayerRef};
+use crate::layers::{Batch, Context, Layer, LayerRef, Precision};
 use crate::model::Sequential;
 use crate::variable::Variable;
 use crate::zoo::PretrainedConfig;
@@ -49,6 +49,9 @@ pub struct FitConfig {
     pub memory_budget: usize,
     /// Fraction of each class held out for validation when the data has no val/ folder.
     pub val_split: f64,
+    /// Precision of the frozen prefix's products (the trained layers stay f32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for FitConfig {
@@ -65,6 +68,7 @@ impl Default for FitConfig {
             cache: true,
             memory_budget: 4 << 30,
             val_split: 0.2,
+            precision: Precision::F32,
         }
     }
 }
@@ -218,6 +222,8 @@ enum Inputs<'a> {
 
 struct Plan<'a> {
     prefix: Vec<LayerRef>,
+    /// Precision of the prefix's products.
+    precision: Precision,
     suffix: Vec<LayerRef>,
     pretrained: &'a PretrainedConfig,
     device: Device,
@@ -245,7 +251,7 @@ impl Plan<'_> {
                     .collect();
                 let [h, w] = self.pretrained.input_size;
                 let x = crate::data::image::batch_tensor(&views, h, w, &self.device);
-                run_inference(&self.prefix, Batch::Maps(x), &self.device)
+                run_inference(&self.prefix, Batch::Maps(x), &self.device, self.precision)
             }
         }
     }
@@ -257,8 +263,8 @@ impl Plan<'_> {
         let order: Vec<usize> = (0..labels.len()).collect();
         for chunk in order.chunks(batch_size) {
             let x = self.suffix_input(inputs, chunk, &mut rng)?;
-            let logits =
-                run_inference(&self.suffix, x, &self.device)?.into_vectors("classifier output")?;
+            let logits = run_inference(&self.suffix, x, &self.device, Precision::F32)?
+                .into_vectors("classifier output")?;
             let batch_labels: Vec<usize> = chunk.iter().map(|&i| labels[i]).collect();
             let (loss, right) = cross_entropy(logits, &batch_labels, &self.device);
             loss_sum += scalar(loss) * chunk.len() as f64;
@@ -325,6 +331,7 @@ pub fn fit(
     }
     let plan = Plan {
         prefix: crate::model::fold_batch_norms(&layers[..split], device)?,
+        precision: config.precision,
         suffix: crate::model::fuse_activations(&layers[split..]),
         pretrained: data.pretrained,
         device: device.clone(),
@@ -340,8 +347,10 @@ pub fn fit(
     )));
 
     let prefix_started = Instant::now();
-    let fingerprint =
-        run.map(|_| prefix_fingerprint(&plan.prefix, &format!("{:?}", data.pretrained), device));
+    let fingerprint = run.map(|_| {
+        let view = format!("{:?} {:?}", data.pretrained, plan.precision);
+        prefix_fingerprint(&plan.prefix, &view, device)
+    });
     let cached =
         |images: &[(Sample, RgbImage)], name: &str, on_event: &mut dyn FnMut(Event) -> Flow| {
             let files: Vec<_> = images.iter().map(|(s, _)| s.path.clone()).collect();
@@ -359,6 +368,7 @@ pub fn fit(
                 cache.as_ref(),
                 config.memory_budget,
                 device,
+                plan.precision,
                 &mut |done| {
                     on_event(Event::Preparing {
                         what: name,
