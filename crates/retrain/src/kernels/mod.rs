@@ -178,6 +178,51 @@ pub(crate) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// `gradient` (k x n, row-major) = `grad` (k x p) times `columns` (n x p) transposed, plus
+/// `gradient` as it was when `accumulate` (a kernel gradient summed image by image), by the
+/// `gemm` crate on all threads. `k` is the number of output channels.
+pub(crate) fn add_gradient_product(
+    gradient: &mut [f32],
+    grad: &[f32],
+    columns: &[f32],
+    k: usize,
+    accumulate: bool,
+) {
+    if k == 0 {
+        return;
+    }
+    let (n, p) = (gradient.len() / k, grad.len() / k);
+    assert!(
+        n * k == gradient.len() && p * k == grad.len() && n * p == columns.len(),
+        "gradient product shapes"
+    );
+    // SAFETY: the three buffers hold k x n, k x p and n x p values (just checked), each
+    // row-major; `columns` is read transposed (p x n) through its strides.
+    unsafe {
+        gemm::gemm(
+            k,
+            n,
+            p,
+            gradient.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            grad.as_ptr(),
+            1,
+            p as isize,
+            columns.as_ptr(),
+            p as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        )
+    }
+}
+
 /// What the kernels' tests share: a deterministic fill (as values or as a tensor), reading a
 /// tensor back, and the comparison.
 #[cfg(test)]

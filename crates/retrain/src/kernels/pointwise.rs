@@ -94,32 +94,7 @@ impl Pointwise {
             .zip(output_gradient.chunks_exact(k * pixels))
             .enumerate()
         {
-            // SAFETY: `gradient` is k x c row-major, `grad` k x pixels row-major and `x`
-            // c x pixels row-major, read transposed (pixels x c) through its strides; all three
-            // have the lengths just checked.
-            unsafe {
-                gemm::gemm(
-                    k,
-                    c,
-                    pixels,
-                    gradient.as_mut_ptr(),
-                    1,
-                    c as isize,
-                    image > 0,
-                    grad.as_ptr(),
-                    1,
-                    pixels as isize,
-                    x.as_ptr(),
-                    pixels as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(0),
-                )
-            }
+            super::add_gradient_product(&mut gradient, grad, x, k, image > 0);
         }
         gradient
     }

@@ -160,31 +160,7 @@ impl Conv3x3 {
                     }
                 });
             let grad = &output_gradient[image * k * pixels..(image + 1) * k * pixels];
-            // SAFETY: `gradient` is k x 9c row-major, `grad` k x pixels row-major and `columns`
-            // 9c x pixels row-major, read transposed (pixels x 9c) through its strides.
-            unsafe {
-                gemm::gemm(
-                    k,
-                    c * 9,
-                    pixels,
-                    gradient.as_mut_ptr(),
-                    1,
-                    (c * 9) as isize,
-                    image > 0,
-                    grad.as_ptr(),
-                    1,
-                    pixels as isize,
-                    columns.as_ptr(),
-                    pixels as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(0),
-                )
-            }
+            super::add_gradient_product(&mut gradient, grad, &columns, k, image > 0);
         }
         gradient
     }
