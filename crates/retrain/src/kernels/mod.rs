@@ -3,6 +3,7 @@
 //! depthwise and 3x3 convolutions, batch normalization and ReLU6 being trained. Each one is
 //! checked against Burn's own operation in the tests.
 
+pub mod adam;
 pub mod backprop;
 pub mod batch_norm;
 pub mod bf16;
