@@ -30,6 +30,7 @@ use std::time::Instant;
 const CLASSES: usize = 5;
 
 fn main() -> Result<()> {
+    retrain::allocator::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(workload) = args.first().cloned() else {
         bail!("usage: retrain-bench WORKLOAD [--batch N] [--runs R] [--warmup W] [--device D] [--precision f32|bf16]");

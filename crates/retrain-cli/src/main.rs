@@ -46,6 +46,7 @@ fn restore_default_sigpipe() {
 fn restore_default_sigpipe() {}
 
 fn main() -> ExitCode {
+    retrain::allocator::keep_freed_memory();
     restore_default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -4,6 +4,7 @@
 //! add a new head from [`layers`] into a [`model::Sequential`], and train it on your pictures
 //! ([`data`]). Summaries print like Keras, with exact parameter counts.
 
+pub mod allocator;
 pub mod data;
 pub mod draw;
 pub mod error;
