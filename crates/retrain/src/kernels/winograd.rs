@@ -12,6 +12,7 @@
 //! against Burn's `conv2d` (relative error ~1e-6 in f32).
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 pub use super::{Activation, ConvKernel};
 
@@ -56,10 +57,13 @@ impl ConvKernel for Conv3x3 {
         assert_eq!(kernels.len(), 36 * k * c, "transformed kernel size");
         let grid = [oh.div_ceil(4), ow.div_ceil(4)];
         let blocks = self.batch * grid[0] * grid[1];
-        let mut output = vec![0f32; self.batch * k * oh * ow];
+        let len = self.batch * k * oh * ow;
         if blocks == 0 || k == 0 {
-            return output;
+            return vec![0f32; len];
         }
+        // Uninitialized: every element is written once, by the block it belongs to (zeroing
+        // the buffers first took a tenth of a VGG16 fine-tune step).
+        let mut output: Vec<f32> = Vec::with_capacity(len);
         // Blocks per chunk: the two Winograd-domain buffers of a chunk stay near 4 MiB.
         let per_chunk = ((1 << 20) / (36 * c.max(k))).clamp(16, 1024);
         let out = SharedOutput(output.as_mut_ptr());
@@ -67,15 +71,19 @@ impl ConvKernel for Conv3x3 {
         chunks.into_par_iter().for_each(|first| {
             let count = per_chunk.min(blocks - first);
             let v = self.transform_inputs(input, first, count, grid);
-            let mut m = vec![0f32; 36 * k * count];
+            let mut m = Box::<[f32]>::new_uninit_slice(36 * k * count);
             m.par_chunks_mut(k * count)
                 .zip(v.par_chunks(c * count))
                 .zip(kernels.par_chunks(k * c))
                 .for_each(|((m, v), u)| multiply(u, v, m, k, c, count));
+            // SAFETY: each of the 36 products wrote its whole k x count part of `m`.
+            let m = unsafe { m.assume_init() };
             // SAFETY: each 4x4 output block belongs to exactly one chunk, so parallel chunks
             // write disjoint elements of `output`, which outlives the loop.
             unsafe { self.transform_outputs(&m, first, count, grid, bias, activation, &out) };
         });
+        // SAFETY: the blocks cover the output, and each wrote its elements inside the map.
+        unsafe { output.set_len(len) };
         output
     }
 }
@@ -172,11 +180,11 @@ impl Conv3x3 {
         first: usize,
         count: usize,
         grid: [usize; 2],
-    ) -> Vec<f32> {
+    ) -> Box<[f32]> {
         let c = self.in_channels;
         let [h, w] = self.input;
         let [(pt, _), (pl, _)] = self.padding;
-        let mut v = vec![0f32; 36 * c * count];
+        let mut v = Box::<[f32]>::new_uninit_slice(36 * c * count);
         let mut patches = vec![0f32; 36 * count];
         let mut scratch = vec![0f32; 36 * count];
         let mut done = vec![0f32; 36 * count];
@@ -207,10 +215,13 @@ impl Conv3x3 {
             let at = |r: usize, s: usize| &patches[(r * 6 + s) * count..][..count];
             separable(at, &mut scratch, &mut done, input_transform);
             for (xi, values) in done.chunks_exact(count).enumerate() {
-                v[(xi * c + ci) * count..][..count].copy_from_slice(values);
+                for (to, &value) in v[(xi * c + ci) * count..][..count].iter_mut().zip(values) {
+                    to.write(value);
+                }
             }
         }
-        v
+        // SAFETY: the loops above wrote all 36 x c x count elements.
+        unsafe { v.assume_init() }
     }
 
     /// A^T m A of each output channel and block, plus bias and activation, into `out`.
@@ -399,14 +410,15 @@ fn output_transform(m: [f32; 6]) -> [f32; 4] {
 }
 
 /// `m[k][count] = u[k][c] * v[c][count]` for one of the 36 Winograd positions.
-fn multiply(u: &[f32], v: &[f32], m: &mut [f32], k: usize, c: usize, count: usize) {
-    // SAFETY: the three slices hold exactly k*c, c*count and k*count row-major elements.
+fn multiply(u: &[f32], v: &[f32], m: &mut [MaybeUninit<f32>], k: usize, c: usize, count: usize) {
+    // SAFETY: the three slices hold exactly k*c, c*count and k*count row-major elements; `m`
+    // is written, never read (read_dst false).
     unsafe {
         gemm::gemm(
             k,
             count,
             c,
-            m.as_mut_ptr(),
+            m.as_mut_ptr().cast::<f32>(),
             1,
             count as isize,
             false,
