@@ -310,7 +310,8 @@ fn transform_lanes<const M: usize, const N: usize>(
 /// G g G^T of every 3x3 kernel of an OIHW `kernel` with `k` outputs and `c` inputs, laid out
 /// `[36][out][in]` for [`Conv3x3::run`].
 pub fn transform_kernels(kernel: &[f32], k: usize, c: usize) -> Vec<f32> {
-    let mut u = vec![0f32; 36 * k * c];
+    // Uninitialized: the tasks below write every element once.
+    let mut u: Vec<f32> = Vec::with_capacity(36 * k * c);
     let shared = SharedOutput(u.as_mut_ptr());
     // Output channels in parallel (training transforms the kernels at every step); each one
     // writes its own row of c values at each of the 36 positions.
@@ -356,6 +357,8 @@ pub fn transform_kernels(kernel: &[f32], k: usize, c: usize) -> Vec<f32> {
                 }
             }
         });
+    // SAFETY: the k tasks wrote their c values at each of the 36 positions: all 36 x k x c.
+    unsafe { u.set_len(36 * k * c) };
     u
 }
 
