@@ -133,25 +133,7 @@ impl ConvKernel for Depthwise {
 impl Depthwise {
     /// Output height and width.
     pub fn output(&self) -> [usize; 2] {
-        let size = |n: usize, (before, after): (usize, usize), k: usize, s: usize| {
-            (n + before + after)
-                .checked_sub(k)
-                .map_or(0, |span| span / s + 1)
-        };
-        [
-            size(
-                self.input[0],
-                self.padding[0],
-                self.kernel[0],
-                self.stride[0],
-            ),
-            size(
-                self.input[1],
-                self.padding[1],
-                self.kernel[1],
-                self.stride[1],
-            ),
-        ]
+        super::output_size(self.input, self.padding, self.kernel, self.stride)
     }
 
     /// Whether [`Depthwise::input_gradient`] and [`Depthwise::weight_gradient`] apply: stride 1,

@@ -33,13 +33,7 @@ pub struct Im2col {
 impl Im2col {
     /// Output height and width.
     pub fn output(&self) -> [usize; 2] {
-        let along = |axis: usize| {
-            let (before, after) = self.padding[axis];
-            (self.input[axis] + before + after).saturating_sub(self.kernel[axis])
-                / self.stride[axis]
-                + 1
-        };
-        [along(0), along(1)]
+        super::output_size(self.input, self.padding, self.kernel, self.stride)
     }
 
     /// The rows (channel, tap) x `count` columns (output pixels from `first`, row-major) of

@@ -153,6 +153,23 @@ pub(crate) fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Output height and width of a convolution or pooling window: `kernel` taps moved by `stride`
+/// over `input` with `padding` (before, after) added, along each axis; 0 where the padded input
+/// is narrower than the kernel.
+pub(crate) fn output_size(
+    input: [usize; 2],
+    padding: [(usize, usize); 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+) -> [usize; 2] {
+    std::array::from_fn(|axis| {
+        let (before, after) = padding[axis];
+        (input[axis] + before + after)
+            .checked_sub(kernel[axis])
+            .map_or(0, |span| span / stride[axis] + 1)
+    })
+}
+
 /// Whether `t` can go through this module's operations: on the CPU backend (`Device::flex()`,
 /// with or without autodiff) and in f32.
 pub(crate) fn on_cpu_f32<const D: usize>(t: &burn::tensor::Tensor<D>) -> bool {
