@@ -9,6 +9,7 @@ pub mod batch_norm;
 pub mod bf16;
 pub mod depthwise;
 pub mod im2col;
+pub mod max_pool;
 pub mod pointwise;
 pub mod relu6;
 pub mod winograd;

@@ -2,9 +2,11 @@
 
 use super::{Batch, Context, Layer, LayerBase, LayerKind, LayerSpec, Padding};
 use crate::error::{Error, Result};
+use crate::kernels::max_pool::{max_pool, MaxPool};
 use crate::shape::{check_window, window_output, Shape};
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Window, stride and padding of a pooling layer.
@@ -106,12 +108,28 @@ window_pool!(
     "MaxPooling2D",
     "max_pooling2d",
     MaxPool2d,
-    |x, c: &PoolConfig, pads| max_pool2d(
-        x,
-        MaxPoolOptions::new(c.pool)
-            .with_stride(c.strides)
-            .with_padding_pairs(pads)
-    )
+    |x: Tensor<4>, c: &PoolConfig, pads| {
+        // Inference on the CPU: the kernel of `kernels::max_pool`; else (autodiff, other
+        // devices or dtypes) Burn's.
+        if x.device() == Device::flex() && x.dtype() == DType::F32 {
+            let [batch, channels, h, w] = x.dims();
+            let pool = MaxPool {
+                batch,
+                channels,
+                input: [h, w],
+                window: c.pool,
+                stride: c.strides,
+                padding: pads,
+            };
+            return max_pool(x, pool);
+        }
+        max_pool2d(
+            x,
+            MaxPoolOptions::new(c.pool)
+                .with_stride(c.strides)
+                .with_padding_pairs(pads),
+        )
+    }
 );
 
 window_pool!(
