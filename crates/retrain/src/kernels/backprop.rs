@@ -12,7 +12,7 @@
 use super::depthwise::Depthwise;
 use super::pointwise::Pointwise;
 use super::winograd::Conv3x3;
-use super::{flex_tensor, values, Activation, ConvKernel};
+use super::{flex_tensor, values, Activation, ConvKernel, Precision};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -76,14 +76,19 @@ impl TrainableConv {
 
     fn forward(&self, input: &[f32], kernel: &[f32]) -> Vec<f32> {
         match self {
-            TrainableConv::Depthwise(conv) => conv.run(input, kernel, None, Activation::Linear),
+            TrainableConv::Depthwise(conv) => {
+                conv.run(input, kernel, None, Activation::Linear, Precision::F32)
+            }
             TrainableConv::Conv3x3(conv) => conv.run(
                 input,
-                &conv.prepare_weights(kernel),
+                &conv.prepare_weights(kernel, Precision::F32),
                 None,
                 Activation::Linear,
+                Precision::F32,
             ),
-            TrainableConv::Pointwise(conv) => conv.run(input, kernel, None, Activation::Linear),
+            TrainableConv::Pointwise(conv) => {
+                conv.run(input, kernel, None, Activation::Linear, Precision::F32)
+            }
         }
     }
 

@@ -1,13 +1,13 @@
 //! Reduced precision for the frozen prefix: the products of each convolution and dense layer
 //! take bf16 inputs (weights and feature maps), their sums stay f32.
 //!
-//! bf16 keeps f32's 8-bit exponent and 8 of its 24 mantissa bits. CPUs with AVX512-BF16 multiply
-//! pairs of bf16 values into f32 sums (VDPBF16PS); this module gives the numbers of such a
-//! product on any CPU by rounding the inputs to bf16 (to nearest, ties to even, as VCVTNE2PS2BF16
-//! does) and running the f32 kernels on them, so a bf16 run gives the same features on every
-//! machine. Kernels built on VDPBF16PS are not written yet (no machine here has AVX512-BF16):
-//! until they are, the mode measures bf16's effect on accuracy and costs one rounding pass per
-//! layer.
+//! bf16 keeps f32's 8-bit exponent and 8 of its 24 mantissa bits. Where the CPU has AMX tiles
+//! (Intel Xeon from Sapphire Rapids on) the 1x1, im2col and 3x3 convolutions take their products
+//! on them in bf16 ([`super::amx`], [`super::direct3x3`]). Elsewhere, and for the depthwise
+//! convolutions (too few multiplies per value to gain from bf16), this module gives the same
+//! numbers by rounding the inputs to bf16 (to nearest, ties to even, as VCVTNE2PS2BF16 does) and
+//! running the f32 kernels on them: a bf16 run gives the same features on every machine, up to
+//! the order of the f32 sums (and subnormal values, which the tiles take as zero).
 
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
@@ -29,15 +29,23 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// `values` rounded to this precision, in place.
+    /// `values` rounded to this precision, in place, in parallel.
     pub fn round(self, values: &mut [f32]) {
         if self == Precision::Bf16 {
-            values.par_chunks_mut(CHUNK).for_each(|chunk| {
-                super::with_avx2(
-                    #[inline(always)]
-                    || chunk.iter_mut().for_each(|v| *v = to_bf16(*v)),
-                )
-            });
+            values
+                .par_chunks_mut(CHUNK)
+                .for_each(|chunk| self.round_here(chunk));
+        }
+    }
+
+    /// `values` rounded to this precision, in place, on this thread (a task's own buffer).
+    #[inline(always)]
+    pub fn round_here(self, values: &mut [f32]) {
+        if self == Precision::Bf16 {
+            super::with_avx2(
+                #[inline(always)]
+                || values.iter_mut().for_each(|v| *v = to_bf16(*v)),
+            )
         }
     }
 

@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-pub use super::{Activation, ConvKernel};
+pub use super::{Activation, ConvKernel, Precision};
 
 /// Output columns computed together by [`Depthwise::plane`], the loop for kernel widths
 /// without row loops: two AVX registers, so two independent chains of sums.
@@ -81,6 +81,7 @@ impl ConvKernel for Depthwise {
         kernel: &[f32],
         bias: Option<&[f32]>,
         activation: Activation,
+        precision: Precision,
     ) -> Vec<f32> {
         let [h, w] = self.input;
         let [oh, ow] = self.output();
@@ -99,7 +100,7 @@ impl ConvKernel for Depthwise {
         let out = &mut output.spare_capacity_mut()[..len];
         if len == 0 {
         } else if self.across_channels() {
-            self.run_across_channels(input, kernel, bias, activation, out);
+            self.run_across_channels(input, kernel, bias, activation, precision, out);
         } else {
             let rows = row_kernel(self.kernel[1], self.stride[1]).map(|kernels| kernels.plane);
             out.par_chunks_mut(oh * ow)
@@ -109,9 +110,13 @@ impl ConvKernel for Depthwise {
                     let channel = plane % self.channels;
                     let filter = &kernel[channel * taps..(channel + 1) * taps];
                     let b = bias.map_or(0.0, |b| b[channel]);
+                    // The input rounded to the precision of the products as it is copied.
                     super::with_avx2(
                         #[inline(always)]
-                        || self.pad_plane(x, &mut scratch.plane),
+                        || {
+                            self.pad_plane(x, &mut scratch.plane);
+                            precision.round_here(&mut scratch.plane);
+                        },
                     );
                     match rows {
                         Some(convolve) => {
@@ -159,7 +164,13 @@ impl Depthwise {
             padding: [(kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)],
             ..*self
         };
-        transposed.run(output_gradient, &turned, None, Activation::Linear)
+        transposed.run(
+            output_gradient,
+            &turned,
+            None,
+            Activation::Linear,
+            Precision::F32,
+        )
     }
 
     /// The gradient of the kernel (C x kh x kw) from the forward `input` and `output_gradient`:
@@ -267,6 +278,7 @@ impl Depthwise {
         kernel: &[f32],
         bias: Option<&[f32]>,
         activation: Activation,
+        precision: Precision,
         output: &mut [MaybeUninit<f32>],
     ) {
         let [h, w] = self.input;
@@ -300,6 +312,7 @@ impl Depthwise {
                                 shift[lane] = bias.map_or(0.0, |b| b[first + lane]);
                             }
                             self.interleave(x, padded);
+                            precision.round_here(padded.as_flattened_mut());
                             let group = ChannelGroup {
                                 padded,
                                 weights,
@@ -740,15 +753,29 @@ mod tests {
                 .collect();
             let bias: Vec<f32> = (0..channels).map(|i| pattern(i + 3, 0.5)).collect();
             paths[usize::from(conv.across_channels())] = true;
-            let got = conv.run(&x, &k, Some(&bias), Activation::Linear);
+            let got = conv.run(&x, &k, Some(&bias), Activation::Linear, Precision::F32);
             let want = reference(conv, &x, &k, &bias);
             assert_eq!(got.len(), want.len(), "{conv:?}");
             let worst = max_difference(&got, &want);
             assert!(worst < 1e-5, "{conv:?}: max difference {worst}");
-            let clamped = conv.run(&x, &k, Some(&bias), Activation::Relu6);
+            let clamped = conv.run(&x, &k, Some(&bias), Activation::Relu6, Precision::F32);
             for (c, v) in clamped.iter().zip(&got) {
                 assert_eq!(*c, v.clamp(0.0, 6.0));
             }
+            // bf16 products: the input rounded as it is copied, the same sums as f32 ones
+            // of the rounded input.
+            let mut rounded = x.clone();
+            Precision::Bf16.round(&mut rounded);
+            let bf16 = conv.run(&x, &k, Some(&bias), Activation::Linear, Precision::Bf16);
+            let of_rounded = conv.run(
+                &rounded,
+                &k,
+                Some(&bias),
+                Activation::Linear,
+                Precision::F32,
+            );
+            assert_eq!(bf16, of_rounded, "{conv:?}");
+            assert_ne!(bf16, got, "{conv:?}");
         }
         assert_eq!(
             paths, [true; 2],

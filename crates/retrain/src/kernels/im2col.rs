@@ -9,7 +9,7 @@
 //! stride 2, 3 channels) took 11% of the whole forward pass that way.
 
 use super::pointwise::BlockedProduct;
-pub use super::{Activation, ConvKernel};
+pub use super::{Activation, ConvKernel, Precision};
 
 /// The shape of a single-group convolution without dilation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +89,7 @@ impl ConvKernel for Im2col {
         kernel: &[f32],
         bias: Option<&[f32]>,
         activation: Activation,
+        precision: Precision,
     ) -> Vec<f32> {
         let [oh, ow] = self.output();
         let product = BlockedProduct {
@@ -103,6 +104,7 @@ impl ConvKernel for Im2col {
             kernel,
             bias,
             activation,
+            precision,
             |image, first, count, scratch| {
                 self.gather(image, first, count, scratch);
                 (scratch.as_slice(), count)
@@ -183,7 +185,7 @@ mod tests {
                 .collect();
             let bias: Vec<f32> = (0..k).map(|i| pattern(i + 5, 1.0)).collect();
             for act in [Activation::Linear, Activation::Relu6] {
-                let got = conv.run(&x, &w, Some(&bias), act);
+                let got = conv.run(&x, &w, Some(&bias), act, Precision::F32);
                 let want = reference(conv, &x, &w, &bias, act);
                 let worst = max_difference(&got, &want);
                 assert!(worst < 1e-4, "{conv:?} {act:?}: max difference {worst}");

@@ -4,10 +4,12 @@
 //! checked against Burn's own operation in the tests.
 
 pub mod adam;
+pub mod amx;
 pub mod backprop;
 pub mod batch_norm;
 pub mod bf16;
 pub mod depthwise;
+pub mod direct3x3;
 pub mod im2col;
 pub mod max_pool;
 pub mod pointwise;
@@ -20,25 +22,30 @@ use burn::backend::{backend_extension, Dispatch, Flex};
 use burn::tensor::{DType, Tensor, TensorData};
 use std::borrow::Cow;
 
+pub use bf16::Precision;
+
 /// A convolution of this module for one input shape, with its bias and activation.
 pub trait ConvKernel: Send + Sync {
     /// NCHW shape of the result.
     fn output_shape(&self) -> [usize; 4];
 
-    /// The weights as [`ConvKernel::run`] takes them, from the OIHW kernel values (computed
-    /// once per weight value and kept, see `Variable::derived`).
-    fn prepare_weights(&self, kernel: &[f32]) -> Vec<f32> {
+    /// The weights as [`ConvKernel::run`] takes them for products at `precision`, from the
+    /// OIHW kernel values (computed once per weight value and precision and kept, see
+    /// `Variable::derived`).
+    fn prepare_weights(&self, kernel: &[f32], _precision: Precision) -> Vec<f32> {
         kernel.to_vec()
     }
 
-    /// `input` NCHW, `weights` from [`ConvKernel::prepare_weights`], `bias` one per output
-    /// channel; the result is NCHW with `activation` applied.
+    /// `input` NCHW, `weights` from [`ConvKernel::prepare_weights`] (of a kernel rounded to
+    /// `precision`), `bias` one per output channel; the result is NCHW with `activation`
+    /// applied, its products taken at `precision`.
     fn run(
         &self,
         input: &[f32],
         weights: &[f32],
         bias: Option<&[f32]>,
         activation: Activation,
+        precision: Precision,
     ) -> Vec<f32>;
 }
 
@@ -54,8 +61,8 @@ pub struct PreparedConv<'a> {
     pub bias: Option<&'a [f32]>,
     /// Applied after the bias.
     pub activation: Activation,
-    /// Precision of the products: the input is rounded to it here, the weights must be already.
-    pub precision: bf16::Precision,
+    /// Precision of the products: the weights must be rounded to it already.
+    pub precision: Precision,
 }
 
 impl std::fmt::Debug for PreparedConv<'_> {
@@ -88,10 +95,13 @@ pub trait CpuConvolve: burn::backend::Backend {
 impl CpuConvolve for Flex {
     fn cpu_convolve(x: FlexTensor, conv: PreparedConv<'_>) -> FlexTensor {
         let input = values(&x);
-        let input = conv.precision.rounded(&input);
-        let output = conv
-            .kernel
-            .run(&input, conv.weights, conv.bias, conv.activation);
+        let output = conv.kernel.run(
+            &input,
+            conv.weights,
+            conv.bias,
+            conv.activation,
+            conv.precision,
+        );
         flex_tensor(output, conv.kernel.output_shape())
     }
 }

@@ -5,9 +5,11 @@
 //! its bias and activation while it is still in cache, instead of Burn's conv2d followed by a
 //! separate pass over the whole map for the activation (ReLU6 in MobileNet / EfficientNet-Lite).
 
+use super::amx;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-pub use super::{Activation, ConvKernel};
+pub use super::{Activation, ConvKernel, Precision};
 
 /// Output bytes of one block of pixels: small enough to stay in L2 between the product and the
 /// activation.
@@ -39,6 +41,7 @@ impl ConvKernel for Pointwise {
         kernel: &[f32],
         bias: Option<&[f32]>,
         activation: Activation,
+        precision: Precision,
     ) -> Vec<f32> {
         let pixels = self.input[0] * self.input[1];
         let product = BlockedProduct {
@@ -49,9 +52,14 @@ impl ConvKernel for Pointwise {
             input_per_image: self.in_channels * pixels,
         };
         // The input of one image is the right-hand side as it is: in channels x pixels.
-        product.run(input, kernel, bias, activation, |image, first, _, _| {
-            (&image[first..], pixels)
-        })
+        product.run(
+            input,
+            kernel,
+            bias,
+            activation,
+            precision,
+            |image, first, _, _| (&image[first..], pixels),
+        )
     }
 }
 
@@ -72,7 +80,13 @@ impl Pointwise {
             out_channels: c,
             ..*self
         };
-        backward.run(output_gradient, &transposed, None, Activation::Linear)
+        backward.run(
+            output_gradient,
+            &transposed,
+            None,
+            Activation::Linear,
+            Precision::F32,
+        )
     }
 
     /// The gradient of the kernel (out x in channels) from the forward `input` and
@@ -118,92 +132,147 @@ pub(crate) struct BlockedProduct {
 }
 
 impl BlockedProduct {
-    /// The product over `input` (`batch` images of `input_per_image` values). `columns(image,
-    /// first, count, scratch)` gives the depth x `count` right-hand side of the pixels from
-    /// `first` on, as values and a row stride: read in place from `image`, or gathered into
-    /// `scratch` (one buffer per task, kept across blocks).
+    /// The product over `input` (`batch` images of `input_per_image` values) at `precision`
+    /// (`kernel` already rounded to it). `columns(image, first, count, scratch)` gives the depth
+    /// x `count` right-hand side of the pixels from `first` on, as values and a row stride:
+    /// read in place from `image`, or gathered into `scratch` (one buffer per task, kept across
+    /// blocks). bf16 products run on the AMX tiles where the CPU has them, else as f32 products
+    /// of the rounded input.
+    #[allow(clippy::too_many_arguments)]
     pub fn run<F>(
         &self,
         input: &[f32],
         kernel: &[f32],
         bias: Option<&[f32]>,
         activation: Activation,
+        precision: Precision,
         columns: F,
     ) -> Vec<f32>
     where
         F: for<'s> Fn(&'s [f32], usize, usize, &'s mut Vec<f32>) -> (&'s [f32], usize) + Sync,
     {
-        let (k, depth, p) = (self.out_channels, self.depth, self.pixels);
+        let (k, depth) = (self.out_channels, self.depth);
         assert_eq!(input.len(), self.batch * self.input_per_image, "input size");
         assert_eq!(kernel.len(), k * depth, "kernel size");
-        if k == 0 || p == 0 || self.batch == 0 {
-            return vec![0f32; self.batch * k * p];
+        if amx::runs(precision) {
+            let lhs = amx::PackedLhs::new(kernel, k, depth);
+            let block = amx::block_columns(k, depth);
+            return self.blocks(
+                input,
+                block,
+                |(gathered, tiles), image, out, first, count| {
+                    let (rhs, stride) = columns(image, first, count, gathered);
+                    // SAFETY: from column `first` of row 0 to column first + count of row k - 1 of
+                    // this image's k x pixels output.
+                    let block = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out.add(first).cast::<MaybeUninit<f32>>(),
+                            (k - 1) * self.pixels + count,
+                        )
+                    };
+                    lhs.multiply(rhs, stride, count, tiles, block, self.pixels);
+                    // SAFETY: the product wrote these columns of every row.
+                    unsafe { self.finish_block(out, first, count, bias, activation) };
+                },
+            );
         }
-        let block = (BLOCK_BYTES / (4 * k)).clamp(64, p.max(64));
+        let input = precision.rounded(input);
+        let block = (BLOCK_BYTES / (4 * k.max(1))).clamp(64, self.pixels.max(64));
+        self.blocks(&input, block, |(gathered, _), image, out, first, count| {
+            let (rhs, rhs_stride) = columns(image, first, count, gathered);
+            assert!(
+                depth == 0 || rhs.len() >= (depth - 1) * rhs_stride + count,
+                "right-hand side too short"
+            );
+            // SAFETY: `out` points at this image's k x pixels output (row-major); the product
+            // writes (read_dst false) the k x count block starting at column `first`, reading
+            // the depth x count block of `rhs` (its length was just checked), all inside the
+            // buffers.
+            unsafe {
+                gemm::gemm(
+                    k,
+                    count,
+                    depth,
+                    out.add(first),
+                    1,
+                    self.pixels as isize,
+                    false,
+                    kernel.as_ptr(),
+                    1,
+                    depth as isize,
+                    rhs.as_ptr(),
+                    1,
+                    rhs_stride as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            }
+            // SAFETY: the product wrote these columns of every row.
+            unsafe { self.finish_block(out, first, count, bias, activation) };
+        })
+    }
+
+    /// The output, images in parallel, each in blocks of `block` pixels: `product(scratch,
+    /// image, out, first, count)` must write columns first..first + count of every row of the
+    /// image's out channels x pixels output `out`.
+    fn blocks<P>(&self, input: &[f32], block: usize, product: P) -> Vec<f32>
+    where
+        P: Fn(&mut (Vec<f32>, amx::TileScratch), &[f32], *mut f32, usize, usize) + Sync,
+    {
+        let (k, p) = (self.out_channels, self.pixels);
+        let len = self.batch * k * p;
+        if k == 0 || p == 0 || self.batch == 0 {
+            return vec![0f32; len];
+        }
         // Not zeroed first (that pass cost 4% of a Lite0 forward): the products write every
-        // element, see the SAFETY notes.
-        let mut output: Vec<f32> = Vec::with_capacity(self.batch * k * p);
-        output.spare_capacity_mut()[..self.batch * k * p]
+        // element.
+        let mut output: Vec<f32> = Vec::with_capacity(len);
+        output.spare_capacity_mut()[..len]
             .par_chunks_mut(k * p)
             .zip(input.par_chunks(self.input_per_image.max(1)))
-            .for_each_init(Vec::new, |scratch, (out, image)| {
+            .for_each_init(Default::default, |scratch, (out, image)| {
                 let out = out.as_mut_ptr().cast::<f32>();
                 for first in (0..p).step_by(block) {
-                    let count = block.min(p - first);
-                    let (rhs, rhs_stride) = columns(image, first, count, scratch);
-                    assert!(
-                        depth == 0 || rhs.len() >= (depth - 1) * rhs_stride + count,
-                        "right-hand side too short"
-                    );
-                    // SAFETY: `out` points at this image's k x p output (row-major); the
-                    // product writes (read_dst false) the k x count block starting at column
-                    // `first`, reading the depth x count block of `rhs` (its length was just
-                    // checked), all inside the buffers.
-                    unsafe {
-                        gemm::gemm(
-                            k,
-                            count,
-                            depth,
-                            out.add(first),
-                            1,
-                            p as isize,
-                            false,
-                            kernel.as_ptr(),
-                            1,
-                            depth as isize,
-                            rhs.as_ptr(),
-                            1,
-                            rhs_stride as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        )
-                    }
-                    super::with_avx2(
-                        #[inline(always)]
-                        || {
-                            for channel in 0..k {
-                                // SAFETY: the product just wrote these `count` values of the row.
-                                let row = unsafe {
-                                    std::slice::from_raw_parts_mut(
-                                        out.add(channel * p + first),
-                                        count,
-                                    )
-                                };
-                                let b = bias.map_or(0.0, |b| b[channel]);
-                                activation.apply_with_bias(row, b);
-                            }
-                        },
-                    );
+                    product(scratch, image, out, first, block.min(p - first));
                 }
             });
         // SAFETY: the column blocks cover all p columns of every image's k rows, so every
         // element below the capacity has been written.
-        unsafe { output.set_len(self.batch * k * p) };
+        unsafe { output.set_len(len) };
         output
+    }
+
+    /// Bias and activation on columns first..first + count of each row of `out`.
+    ///
+    /// # Safety
+    /// `out` must point to one image's out channels x pixels output, those columns written.
+    unsafe fn finish_block(
+        &self,
+        out: *mut f32,
+        first: usize,
+        count: usize,
+        bias: Option<&[f32]>,
+        activation: Activation,
+    ) {
+        super::with_avx2(
+            #[inline(always)]
+            || {
+                for channel in 0..self.out_channels {
+                    // SAFETY: caller: these `count` values of the row are written.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out.add(channel * self.pixels + first),
+                            count,
+                        )
+                    };
+                    activation.apply_with_bias(row, bias.map_or(0.0, |b| b[channel]));
+                }
+            },
+        );
     }
 }
 
@@ -244,7 +313,7 @@ mod tests {
         let w: Vec<f32> = (0..40 * 24).map(|i| pattern(i + 13, 0.5)).collect();
         let bias: Vec<f32> = (0..40).map(|i| pattern(i + 5, 1.0)).collect();
         for act in [Activation::Linear, Activation::Relu6] {
-            let got = conv.run(&x, &w, Some(&bias), act);
+            let got = conv.run(&x, &w, Some(&bias), act, Precision::F32);
             let want = reference(conv, &x, &w, &bias, act);
             let worst = max_difference(&got, &want);
             assert!(worst < 1e-4, "{act:?}: max difference {worst}");
@@ -253,5 +322,30 @@ mod tests {
                 assert!(got.contains(&6.0) && got.contains(&0.0));
             }
         }
+    }
+
+    #[test]
+    fn bf16_products_are_those_of_the_rounded_values() {
+        // On AMX tiles where the CPU has them (the sums in another order than the loops'),
+        // else as f32 products of the rounded input: the same numbers to f32 rounding.
+        let conv = Pointwise {
+            batch: 3,
+            in_channels: 37,
+            out_channels: 21,
+            input: [9, 11],
+        };
+        let round = |v: Vec<f32>| v.into_iter().map(super::super::bf16::to_bf16).collect();
+        let x: Vec<f32> = (0..3 * 37 * 99).map(|i| pattern(i, 3.0)).collect();
+        let w: Vec<f32> = round((0..21 * 37).map(|i| pattern(i + 13, 0.5)).collect());
+        let bias: Vec<f32> = (0..21).map(|i| pattern(i + 5, 1.0)).collect();
+        let got = conv.run(&x, &w, Some(&bias), Activation::Relu6, Precision::Bf16);
+        let want = reference(conv, &round(x.clone()), &w, &bias, Activation::Relu6);
+        let worst = max_difference(&got, &want);
+        assert!(worst < 1e-5, "max difference {worst}");
+        let unrounded = reference(conv, &x, &w, &bias, Activation::Relu6);
+        assert!(
+            max_difference(&got, &unrounded) > 1e-3,
+            "bf16 rounding changes the results"
+        );
     }
 }

@@ -11,10 +11,11 @@
 //! No crate offered this for Burn's CPU backend; it is written here (about 200 lines) and tested
 //! against Burn's `conv2d` (relative error ~1e-6 in f32).
 
+use super::{amx, direct3x3};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-pub use super::{Activation, ConvKernel};
+pub use super::{Activation, ConvKernel, Precision};
 
 /// The shape of a 3x3, stride-1, dilation-1, single-group convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,19 +38,30 @@ impl ConvKernel for Conv3x3 {
         [self.batch, self.out_channels, oh, ow]
     }
 
-    fn prepare_weights(&self, kernel: &[f32]) -> Vec<f32> {
-        transform_kernels(kernel, self.out_channels, self.in_channels)
+    /// For bf16 on AMX tiles the kernel arranged for the direct product
+    /// ([`direct3x3::arrange_kernel`]), else transformed for Winograd ([`transform_kernels`]).
+    fn prepare_weights(&self, kernel: &[f32], precision: Precision) -> Vec<f32> {
+        match amx::runs(precision) {
+            true => direct3x3::arrange_kernel(kernel, self.out_channels, self.in_channels),
+            false => transform_kernels(kernel, self.out_channels, self.in_channels),
+        }
     }
 
-    /// `input` NCHW, `kernels` from [`transform_kernels`] of the OIHW kernel, `bias` one per
-    /// output channel; the result is NCHW with `activation` applied.
+    /// `input` NCHW, `kernels` from [`ConvKernel::prepare_weights`], `bias` one per output
+    /// channel; the result is NCHW with `activation` applied. bf16 products run directly on
+    /// AMX tiles where the CPU has them ([`direct3x3`]), else as Winograd on the rounded input.
     fn run(
         &self,
         input: &[f32],
         kernels: &[f32],
         bias: Option<&[f32]>,
         activation: Activation,
+        precision: Precision,
     ) -> Vec<f32> {
+        if amx::runs(precision) {
+            return self.run_on_tiles(input, kernels, bias, activation);
+        }
+        let input = &precision.rounded(input);
         let (c, k) = (self.in_channels, self.out_channels);
         let [h, w] = self.input;
         let [oh, ow] = self.output();
@@ -127,8 +139,14 @@ impl Conv3x3 {
             input: self.output(),
             padding: [(2 - pt, 2 - pb), (2 - pl, 2 - pr)],
         };
-        let weights = transposed.prepare_weights(&turned);
-        transposed.run(output_gradient, &weights, None, Activation::Linear)
+        let weights = transposed.prepare_weights(&turned, Precision::F32);
+        transposed.run(
+            output_gradient,
+            &weights,
+            None,
+            Activation::Linear,
+            Precision::F32,
+        )
     }
 
     /// The gradient of the OIHW kernel from the forward `input` and `output_gradient`: per
@@ -471,6 +489,7 @@ mod tests {
             &transform_kernels(&host(kernel), k, c),
             Some(&host(bias)),
             Activation::Relu,
+            Precision::F32,
         );
         assert_eq!(got.len(), expected.len(), "{conv:?}: output size");
         let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));

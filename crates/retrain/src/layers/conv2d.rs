@@ -361,7 +361,7 @@ impl Conv2d {
         let weights = kernel_var.derived(&device, precision as u64, |w| {
             let mut w = w.to_vec();
             precision.round(&mut w);
-            kernel.prepare_weights(&w)
+            kernel.prepare_weights(&w, precision)
         });
         Ok(kernels::convolve(
             x,
