@@ -234,6 +234,39 @@ fn pooling_with_same_padding_ignores_padded_cells() {
     assert_eq!(m, vec![5.0, 6.0, 8.0, 9.0]);
 }
 
+/// Max pooling with gradients (a fine-tuned block ending in a pool, VGG16's block5): the
+/// layer runs on autodiff tensors, and the gradient reaches each window's maximum only.
+#[test]
+fn max_pooling_passes_gradients_to_the_maxima() {
+    let device = default_device().autodiff();
+    let x = Tensor::<4>::from_data(
+        TensorData::new(values(2 * 3 * 6 * 7, 5), [2, 3, 6, 7]),
+        &device,
+    )
+    .require_grad();
+    let pool = MaxPool2d::from_config(None, PoolConfig::new(2));
+    let ctx = &mut Context::training(&device, true);
+    let Batch::Maps(y) = pool.forward(Batch::Maps(x.clone()), ctx).unwrap() else {
+        panic!("max pooling gives maps");
+    };
+    assert_eq!(y.dims(), [2, 3, 3, 3]);
+    let grads = y.clone().sum().backward();
+    let (_, grad) = to_vec(Batch::Maps(
+        x.grad(&grads).expect("a gradient for the input"),
+    ));
+    let (_, input) = to_vec(Batch::Maps(x.clone().inner()));
+    let (_, pooled) = to_vec(Batch::Maps(y.inner()));
+    // One 1 per window (at its maximum; these values have no ties), zeros elsewhere,
+    // including the 7th column, which no window covers.
+    assert_eq!(grad.iter().filter(|&&g| g == 1.0).count(), pooled.len());
+    assert_eq!(
+        grad.iter().filter(|&&g| g == 0.0).count(),
+        input.len() - pooled.len()
+    );
+    let picked: f32 = input.iter().zip(&grad).map(|(v, g)| v * g).sum();
+    assert!((picked - pooled.iter().sum::<f32>()).abs() < 1e-3);
+}
+
 /// Inference with the batch split across threads gives each image what running the whole batch
 /// through the layers gives it (MobileNetV2: depthwise and 1x1 convolutions with BatchNorm
 /// folded, residual adds).

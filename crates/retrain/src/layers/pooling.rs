@@ -2,11 +2,12 @@
 
 use super::{Batch, Context, Layer, LayerBase, LayerKind, LayerSpec, Padding};
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::kernels::max_pool::{max_pool, MaxPool};
 use crate::shape::{check_window, window_output, Shape};
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// Window, stride and padding of a pooling layer.
@@ -109,9 +110,9 @@ window_pool!(
     "max_pooling2d",
     MaxPool2d,
     |x: Tensor<4>, c: &PoolConfig, pads| {
-        // Inference on the CPU: the kernel of `kernels::max_pool`; else (autodiff, other
-        // devices or dtypes) Burn's.
-        if x.device() == Device::flex() && x.dtype() == DType::F32 {
+        // Without autodiff on the CPU: the kernel of `kernels::max_pool`; else (gradients,
+        // other devices or dtypes) Burn's.
+        if !x.is_autodiff() && kernels::on_cpu_f32(&x) {
             let [batch, channels, h, w] = x.dims();
             let pool = MaxPool {
                 batch,
