@@ -75,10 +75,14 @@ fn detect() -> bool {
 pub(crate) fn interleave_bf16(low: &[f32], high: Option<&[f32]>, to: &mut [u32]) {
     assert!(available(), "AVX512-BF16 is not available on this CPU");
     assert!(to.len() >= low.len() && high.is_none_or(|h| h.len() == low.len()));
-    // SAFETY: `available` checked AVX512-F/BW/BF16.
-    unsafe { interleave_bf16_avx512(low, high, to) }
+    // SAFETY: `available` checked AVX512-F/BW/BF16 (and is false off x86-64).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        interleave_bf16_avx512(low, high, to)
+    }
 }
 
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 fn interleave_bf16_avx512(low: &[f32], high: Option<&[f32]>, to: &mut [u32]) {
     use std::arch::x86_64::*;
@@ -111,10 +115,14 @@ fn interleave_bf16_avx512(low: &[f32], high: Option<&[f32]>, to: &mut [u32]) {
 fn pair_bf16(values: &[f32], to: &mut [u32]) {
     assert!(available(), "AVX512-BF16 is not available on this CPU");
     assert!(2 * to.len() >= values.len());
-    // SAFETY: `available` checked AVX512-F/BW/BF16.
-    unsafe { pair_bf16_avx512(values, to) }
+    // SAFETY: `available` checked AVX512-F/BW/BF16 (and is false off x86-64).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        pair_bf16_avx512(values, to)
+    }
 }
 
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 fn pair_bf16_avx512(values: &[f32], to: &mut [u32]) {
     use std::arch::x86_64::*;
@@ -384,6 +392,7 @@ impl TileScratch {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 /// The tile configuration every product uses: tiles 0-3 the 16 x 16 f32 sums, 4-5 the
 /// left-hand tiles, 6-7 the right-hand ones, all 16 rows of 64 bytes.
 #[repr(C, align(64))]
@@ -395,6 +404,7 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Load [`TileConfig`] for this thread.
 ///
 /// # Safety
@@ -413,6 +423,7 @@ unsafe fn configure_tiles() {
     unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) &config, options(nostack)) };
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Release the tile state, so the OS need not save it across context switches.
 ///
 /// # Safety
@@ -422,6 +433,7 @@ unsafe fn release_tiles() {
     unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
 }
 
+#[cfg(target_arch = "x86_64")]
 /// One 32 x 32 panel of sums: the two left-hand row tiles (1 KiB each, the next depth tile
 /// 1 KiB further) times the two right-hand column tiles (depth tile d at `offsets[d]` bytes
 /// from each of `rhs`, rows `rhs_row_bytes` apart), stored as four 16 x 16 tiles (top left,
@@ -491,6 +503,28 @@ unsafe fn panel_product(
             options(nostack),
         );
     }
+}
+
+/// Off x86-64 there are no tiles: [`available`] is false, so the products never get here.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn configure_tiles() {
+    unreachable!("AMX tiles exist on x86-64 only")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn release_tiles() {
+    unreachable!("AMX tiles exist on x86-64 only")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn panel_product(
+    _: [*const u32; 2],
+    _: [*const u8; 2],
+    _: usize,
+    _: &[usize],
+    _: &[[usize; 2]; 4],
+) {
+    unreachable!("AMX tiles exist on x86-64 only")
 }
 
 #[cfg(test)]
