@@ -13,7 +13,7 @@
 //! cost less than Winograd's transforms.
 
 use super::amx::{interleave_bf16, PackedLhs, RhsTiles};
-use super::winograd::Conv3x3;
+use super::winograd::{Conv3x3, SharedOutput};
 use super::Activation;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -197,11 +197,6 @@ impl Conv3x3 {
         );
     }
 }
-
-/// The output buffer shared by the tasks, each writing its own pixels.
-struct SharedOutput(*mut f32);
-// SAFETY: the tasks write disjoint elements (see `Conv3x3::run_on_tiles`).
-unsafe impl Sync for SharedOutput {}
 
 #[cfg(test)]
 mod tests {

@@ -381,9 +381,10 @@ pub fn transform_kernels(kernel: &[f32], k: usize, c: usize) -> Vec<f32> {
 }
 
 /// An output buffer shared by parallel tasks that write disjoint elements (the blocks of
-/// `Conv3x3::run`, the output channels of `transform_kernels`).
-struct SharedOutput(*mut f32);
-// SAFETY: the tasks write disjoint elements (see the two users).
+/// `Conv3x3::run`, the output channels of `transform_kernels`, the pixel ranges of
+/// `Conv3x3::run_on_tiles`).
+pub(super) struct SharedOutput(pub(super) *mut f32);
+// SAFETY: the tasks write disjoint elements (see the three users).
 unsafe impl Sync for SharedOutput {}
 
 /// Image, block row and block column of a flat block index.
