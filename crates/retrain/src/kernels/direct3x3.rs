@@ -186,9 +186,7 @@ impl Conv3x3 {
                                     from.len(),
                                 )
                             };
-                            for (t, &v) in to.iter_mut().zip(from) {
-                                t.write(activation.apply(v + b));
-                            }
+                            activation.write_with_bias(to, from, b);
                         }
                         q = (y + 1) * width;
                     }

@@ -9,6 +9,7 @@ pub mod backprop;
 pub mod batch_norm;
 pub mod bf16;
 pub mod depthwise;
+pub mod direct1x1;
 pub mod direct3x3;
 pub mod im2col;
 pub mod max_pool;
@@ -21,6 +22,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Dispatch, Flex};
 use burn::tensor::{DType, Tensor, TensorData};
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 pub use bf16::Precision;
 
@@ -125,6 +127,24 @@ impl Activation {
             Activation::Linear => v,
             Activation::Relu => v.max(0.0),
             Activation::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// `out[i] = activation(values[i] + bias)` for each value of `out` (`values` at least as
+    /// long), the choice of activation made once, outside the loop, so the loop vectorizes.
+    #[inline(always)]
+    pub fn write_with_bias(self, out: &mut [MaybeUninit<f32>], values: &[f32], bias: f32) {
+        let pairs = out.iter_mut().zip(values);
+        match self {
+            Activation::Linear => pairs.for_each(|(o, &v)| {
+                o.write(v + bias);
+            }),
+            Activation::Relu => pairs.for_each(|(o, &v)| {
+                o.write((v + bias).max(0.0));
+            }),
+            Activation::Relu6 => pairs.for_each(|(o, &v)| {
+                o.write((v + bias).clamp(0.0, 6.0));
+            }),
         }
     }
 

@@ -1,11 +1,13 @@
 //! 1x1 convolution (stride 1, one group) with its bias and activation, at inference on the CPU.
 //!
 //! Per image the convolution is one matrix product, out channels x in channels times in
-//! channels x pixels. It runs in blocks of pixels through the `gemm` crate, and each block gets
-//! its bias and activation while it is still in cache, instead of Burn's conv2d followed by a
-//! separate pass over the whole map for the activation (ReLU6 in MobileNet / EfficientNet-Lite).
+//! channels x pixels. At f32 on AVX-512 it runs as [`super::direct1x1`]'s register-blocked
+//! product straight from the planes; elsewhere in blocks of pixels through the `gemm` crate
+//! (or on the AMX tiles for bf16), each block getting its bias and activation while it is still
+//! in cache, instead of Burn's conv2d followed by a separate pass over the whole map for the
+//! activation (ReLU6 in MobileNet / EfficientNet-Lite).
 
-use super::amx;
+use super::{amx, direct1x1};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -44,6 +46,18 @@ impl ConvKernel for Pointwise {
         precision: Precision,
     ) -> Vec<f32> {
         let pixels = self.input[0] * self.input[1];
+        if direct1x1::available() && !amx::runs(precision) {
+            return direct1x1::product(
+                &precision.rounded(input),
+                self.batch,
+                self.in_channels,
+                pixels,
+                kernel,
+                self.out_channels,
+                bias,
+                activation,
+            );
+        }
         let product = BlockedProduct {
             batch: self.batch,
             out_channels: self.out_channels,

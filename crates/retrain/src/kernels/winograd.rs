@@ -387,6 +387,16 @@ pub(super) struct SharedOutput(pub(super) *mut f32);
 // SAFETY: the tasks write disjoint elements (see the three users).
 unsafe impl Sync for SharedOutput {}
 
+impl SharedOutput {
+    /// The element `offset` places into the buffer.
+    ///
+    /// # Safety
+    /// `offset` must lie inside the buffer.
+    pub(super) unsafe fn at(&self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}
+
 /// Image, block row and block column of a flat block index.
 fn block_position(block: usize, [tiles_h, tiles_w]: [usize; 2]) -> (usize, usize, usize) {
     let per_image = tiles_h * tiles_w;
