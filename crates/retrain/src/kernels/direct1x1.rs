@@ -23,6 +23,7 @@ const LANES: usize = 16;
 const PIXEL_VECTORS: usize = 4;
 
 /// Output channels per tile.
+#[cfg(target_arch = "x86_64")]
 const CHANNEL_BLOCK: usize = 6;
 
 /// Pixels per parallel task: enough tiles to amortize a task, few enough that a map of one
@@ -91,8 +92,9 @@ pub fn product(
     output
 }
 
-/// What the tiles of one task share.
+/// What the tiles of one task share (read by the x86-64 loops only).
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Shape {
     /// Input channels.
     depth: usize,
