@@ -8,6 +8,7 @@ pub mod amx;
 pub mod backprop;
 pub mod batch_norm;
 pub mod bf16;
+pub mod dense;
 pub mod depthwise;
 pub mod direct1x1;
 pub mod direct3x3;

@@ -4,9 +4,9 @@ use super::{
     ActivationKind, Batch, Context, Layer, LayerBase, LayerKind, LayerSpec, LazyVariables,
 };
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::shape::Shape;
 use crate::variable::{Initializer, Variable};
-use burn::tensor::module::linear;
 use serde::{Deserialize, Serialize};
 
 /// Configuration of a [`Dense`] layer.
@@ -132,9 +132,16 @@ impl Layer for Dense {
         } else {
             None
         };
-        Ok(Batch::Vectors(
-            self.config.activation.apply(linear(x, kernel, bias)),
-        ))
+        // Narrow products (a classifier head) on the CPU kernel; the rest through Burn.
+        let y = match kernels::dense::suits(&x, &kernel) {
+            true => kernels::dense::product(x, kernel),
+            false => x.matmul(kernel),
+        };
+        let y = match bias {
+            Some(bias) => y + bias.unsqueeze_dim(0),
+            None => y,
+        };
+        Ok(Batch::Vectors(self.config.activation.apply(y)))
     }
 
     fn variables(&self) -> Vec<Variable> {
