@@ -1,8 +1,8 @@
 //! 1x1 convolution (stride 1, one group) with its bias and activation, at inference on the CPU.
 //!
 //! Per image the convolution is one matrix product, out channels x in channels times in
-//! channels x pixels. At f32 on AVX-512 it runs as [`super::direct1x1`]'s register-blocked
-//! product straight from the planes; elsewhere in blocks of pixels through the `gemm` crate
+//! channels x pixels. At f32 on AVX-512, on maps of 128 pixels or more, it runs as
+//! [`super::direct1x1`]'s register-blocked product straight from the planes; elsewhere in blocks of pixels through the `gemm` crate
 //! (or on the AMX tiles for bf16), each block getting its bias and activation while it is still
 //! in cache, instead of Burn's conv2d followed by a separate pass over the whole map for the
 //! activation (ReLU6 in MobileNet / EfficientNet-Lite).
@@ -46,7 +46,7 @@ impl ConvKernel for Pointwise {
         precision: Precision,
     ) -> Vec<f32> {
         let pixels = self.input[0] * self.input[1];
-        if direct1x1::available() && !amx::runs(precision) {
+        if direct1x1::suits(pixels) && !amx::runs(precision) {
             return direct1x1::product(
                 &precision.rounded(input),
                 self.batch,
@@ -316,14 +316,21 @@ mod tests {
 
     #[test]
     fn matches_the_loops_across_block_edges() {
-        // 1100 pixels with 40 out channels: blocks of 819, so a full block and a partial one.
-        let conv = Pointwise {
-            batch: 2,
-            in_channels: 24,
-            out_channels: 40,
-            input: [20, 55],
-        };
-        let x: Vec<f32> = (0..2 * 24 * 1100).map(|i| pattern(i, 3.0)).collect();
+        // 1100 pixels with 40 out channels: on AVX-512 the direct product, elsewhere blocks of
+        // 819 for `gemm`, so a full block and a partial one; 7x9 pixels: `gemm` everywhere.
+        for input in [[20, 55], [7, 9]] {
+            matches_the_loops_on(Pointwise {
+                batch: 2,
+                in_channels: 24,
+                out_channels: 40,
+                input,
+            });
+        }
+    }
+
+    fn matches_the_loops_on(conv: Pointwise) {
+        let pixels = conv.input[0] * conv.input[1];
+        let x: Vec<f32> = (0..2 * 24 * pixels).map(|i| pattern(i, 3.0)).collect();
         let w: Vec<f32> = (0..40 * 24).map(|i| pattern(i + 13, 0.5)).collect();
         let bias: Vec<f32> = (0..40).map(|i| pattern(i + 5, 1.0)).collect();
         for act in [Activation::Linear, Activation::Relu6] {
