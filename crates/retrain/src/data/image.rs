@@ -45,7 +45,7 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     let orientation = decoder.orientation().map_err(reason)?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(reason)?;
     image.apply_orientation(orientation);
-    Ok(image.to_rgb8())
+    Ok(image.into_rgb8())
 }
 
 /// Why a decode failed, in one line; over-limit images (decompression bombs) say which limit.
