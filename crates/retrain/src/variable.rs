@@ -2,6 +2,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
+use std::any::Any;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -33,7 +34,7 @@ struct State {
     initializer: Initializer,
     value: RwLock<Option<Tensor<1>>>,
     /// What [`Variable::derived`] computed from the current value, and under which tag.
-    derived: Mutex<Option<(u64, Arc<Vec<f32>>)>>,
+    derived: Mutex<Option<(u64, Arc<dyn Any + Send + Sync>)>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -128,19 +129,21 @@ impl Variable {
         *self.0.derived.lock().expect("variable lock") = None;
     }
 
-    /// A host array computed by `derive` from the value (such as a kernel transformed for a
+    /// What `derive` computes from the value (such as a kernel transformed or packed for a
     /// faster convolution), computed once and kept until the value is assigned again or a
-    /// derivation with another `tag` (say, for another precision) replaces it.
-    pub fn derived(
+    /// derivation with another `tag` (say, for another precision) or type replaces it.
+    pub fn derived<T: Send + Sync + 'static>(
         &self,
         device: &Device,
         tag: u64,
-        derive: impl FnOnce(&[f32]) -> Vec<f32>,
-    ) -> Arc<Vec<f32>> {
+        derive: impl FnOnce(&[f32]) -> T,
+    ) -> Arc<T> {
         let mut slot = self.0.derived.lock().expect("variable lock");
         if let Some((done_tag, done)) = slot.as_ref() {
             if *done_tag == tag {
-                return done.clone();
+                if let Ok(done) = done.clone().downcast::<T>() {
+                    return done;
+                }
             }
         }
         let done = Arc::new(derive(&self.to_vec(device)));
@@ -197,7 +200,7 @@ mod tests {
         let calls = std::cell::Cell::new(0);
         let doubled = |values: &[f32]| {
             calls.set(calls.get() + 1);
-            values.iter().map(|v| v * 2.0).collect()
+            values.iter().map(|v| v * 2.0).collect::<Vec<f32>>()
         };
         assert_eq!(*variable.derived(&device, 0, doubled), vec![2.0; 3]);
         assert_eq!(*variable.derived(&device, 0, doubled), vec![2.0; 3]);
@@ -211,5 +214,9 @@ mod tests {
         assert_eq!(calls.get(), 3);
         variable.derived(&device, 0, doubled);
         assert_eq!(calls.get(), 4);
+        // The same tag asked for another type derives anew.
+        assert_eq!(*variable.derived(&device, 0, |v| v.len()), 3);
+        assert_eq!(*variable.derived(&device, 0, doubled), vec![2.0, 4.0, 6.0]);
+        assert_eq!(calls.get(), 5);
     }
 }

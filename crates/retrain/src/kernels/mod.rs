@@ -50,6 +50,43 @@ pub trait ConvKernel: Send + Sync {
         activation: Activation,
         precision: Precision,
     ) -> Vec<f32>;
+
+    /// The prepared `weights` packed for the AMX tiles, for kernels whose products at
+    /// `precision` run on them from packed weights (kept with the prepared weights, so they are
+    /// packed once per weight value, not at every call); `None` for the others.
+    fn pack_tiles(&self, _weights: &[f32], _precision: Precision) -> Option<amx::PackedLhs> {
+        None
+    }
+
+    /// [`ConvKernel::run`] at bf16 with the weights packed by [`ConvKernel::pack_tiles`].
+    fn run_packed(
+        &self,
+        input: &[f32],
+        _tiles: &amx::PackedLhs,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        activation: Activation,
+    ) -> Vec<f32> {
+        self.run(input, weights, bias, activation, Precision::Bf16)
+    }
+}
+
+/// A kernel's prepared weights ([`ConvKernel::prepare_weights`]) and, where its products run
+/// on the AMX tiles, the same weights packed for them ([`ConvKernel::pack_tiles`]).
+pub struct PreparedWeights {
+    /// The weights as [`ConvKernel::run`] takes them.
+    pub values: Vec<f32>,
+    /// The weights packed for the tiles.
+    pub tiles: Option<amx::PackedLhs>,
+}
+
+impl PreparedWeights {
+    /// `kernel` (OIHW, rounded to `precision`) prepared for `conv` at `precision`.
+    pub fn new(conv: &dyn ConvKernel, kernel: &[f32], precision: Precision) -> Self {
+        let values = conv.prepare_weights(kernel, precision);
+        let tiles = conv.pack_tiles(&values, precision);
+        PreparedWeights { values, tiles }
+    }
 }
 
 /// A [`ConvKernel`] with its prepared weights, bias and activation: one convolution layer
@@ -58,8 +95,8 @@ pub trait ConvKernel: Send + Sync {
 pub struct PreparedConv<'a> {
     /// The convolution.
     pub kernel: &'a dyn ConvKernel,
-    /// Its weights, from [`ConvKernel::prepare_weights`].
-    pub weights: &'a [f32],
+    /// Its weights, from [`PreparedWeights::new`].
+    pub weights: &'a PreparedWeights,
     /// One bias per output channel.
     pub bias: Option<&'a [f32]>,
     /// Applied after the bias.
@@ -98,13 +135,16 @@ pub trait CpuConvolve: burn::backend::Backend {
 impl CpuConvolve for Flex {
     fn cpu_convolve(x: FlexTensor, conv: PreparedConv<'_>) -> FlexTensor {
         let input = values(&x);
-        let output = conv.kernel.run(
-            &input,
-            conv.weights,
-            conv.bias,
-            conv.activation,
-            conv.precision,
-        );
+        let weights = &conv.weights.values;
+        let output = match &conv.weights.tiles {
+            Some(tiles) => {
+                conv.kernel
+                    .run_packed(&input, tiles, weights, conv.bias, conv.activation)
+            }
+            None => conv
+                .kernel
+                .run(&input, weights, conv.bias, conv.activation, conv.precision),
+        };
         flex_tensor(output, conv.kernel.output_shape())
     }
 }

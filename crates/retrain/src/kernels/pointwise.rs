@@ -7,7 +7,8 @@
 //! in cache, instead of Burn's conv2d followed by a separate pass over the whole map for the
 //! activation (ReLU6 in MobileNet / EfficientNet-Lite).
 
-use super::{amx, direct1x1};
+use super::amx::{self, PackedLhs};
+use super::direct1x1;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -45,6 +46,43 @@ impl ConvKernel for Pointwise {
         activation: Activation,
         precision: Precision,
     ) -> Vec<f32> {
+        self.product(input, kernel, None, bias, activation, precision)
+    }
+
+    fn pack_tiles(&self, weights: &[f32], precision: Precision) -> Option<PackedLhs> {
+        amx::runs(precision).then(|| PackedLhs::new(weights, self.out_channels, self.in_channels))
+    }
+
+    fn run_packed(
+        &self,
+        input: &[f32],
+        tiles: &PackedLhs,
+        weights: &[f32],
+        bias: Option<&[f32]>,
+        activation: Activation,
+    ) -> Vec<f32> {
+        self.product(
+            input,
+            weights,
+            Some(tiles),
+            bias,
+            activation,
+            Precision::Bf16,
+        )
+    }
+}
+
+impl Pointwise {
+    /// [`ConvKernel::run`], with the kernel already packed for the tiles where `tiles` is given.
+    fn product(
+        &self,
+        input: &[f32],
+        kernel: &[f32],
+        tiles: Option<&PackedLhs>,
+        bias: Option<&[f32]>,
+        activation: Activation,
+        precision: Precision,
+    ) -> Vec<f32> {
         let pixels = self.input[0] * self.input[1];
         if direct1x1::suits(pixels) && !amx::runs(precision) {
             return direct1x1::product(
@@ -69,6 +107,7 @@ impl ConvKernel for Pointwise {
         product.run(
             input,
             kernel,
+            tiles,
             bias,
             activation,
             precision,
@@ -147,7 +186,8 @@ pub(crate) struct BlockedProduct {
 
 impl BlockedProduct {
     /// The product over `input` (`batch` images of `input_per_image` values) at `precision`
-    /// (`kernel` already rounded to it). `columns(image, first, count, scratch)` gives the depth
+    /// (`kernel` already rounded to it; on the tiles, `tiles` is the kernel packed for them,
+    /// else it is packed here). `columns(image, first, count, scratch)` gives the depth
     /// x `count` right-hand side of the pixels from `first` on, as values and a row stride:
     /// read in place from `image`, or gathered into `scratch` (one buffer per task, kept across
     /// blocks). bf16 products run on the AMX tiles where the CPU has them, else as f32 products
@@ -157,6 +197,7 @@ impl BlockedProduct {
         &self,
         input: &[f32],
         kernel: &[f32],
+        tiles: Option<&PackedLhs>,
         bias: Option<&[f32]>,
         activation: Activation,
         precision: Precision,
@@ -169,7 +210,14 @@ impl BlockedProduct {
         assert_eq!(input.len(), self.batch * self.input_per_image, "input size");
         assert_eq!(kernel.len(), k * depth, "kernel size");
         if amx::runs(precision) {
-            let lhs = amx::PackedLhs::new(kernel, k, depth);
+            let packed_here;
+            let lhs = match tiles {
+                Some(tiles) => tiles,
+                None => {
+                    packed_here = PackedLhs::new(kernel, k, depth);
+                    &packed_here
+                }
+            };
             let block = amx::block_columns(k, depth);
             return self.blocks(
                 input,
@@ -360,6 +408,15 @@ mod tests {
         let w: Vec<f32> = round((0..21 * 37).map(|i| pattern(i + 13, 0.5)).collect());
         let bias: Vec<f32> = (0..21).map(|i| pattern(i + 5, 1.0)).collect();
         let got = conv.run(&x, &w, Some(&bias), Activation::Relu6, Precision::Bf16);
+        // Weights packed for the tiles once (as a layer keeps them): the same numbers.
+        let prepared = super::super::PreparedWeights::new(&conv, &w, Precision::Bf16);
+        match &prepared.tiles {
+            Some(tiles) => assert_eq!(
+                conv.run_packed(&x, tiles, &prepared.values, Some(&bias), Activation::Relu6),
+                got
+            ),
+            None => assert!(!amx::runs(Precision::Bf16), "packed where the tiles run"),
+        }
         let want = reference(conv, &round(x.clone()), &w, &bias, Activation::Relu6);
         let worst = max_difference(&got, &want);
         assert!(worst < 1e-5, "max difference {worst}");

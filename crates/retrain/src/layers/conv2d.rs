@@ -10,7 +10,7 @@ use crate::kernels::depthwise::Depthwise;
 use crate::kernels::im2col::Im2col;
 use crate::kernels::pointwise::Pointwise;
 use crate::kernels::winograd::Conv3x3;
-use crate::kernels::{self, Activation, ConvKernel, PreparedConv};
+use crate::kernels::{self, Activation, ConvKernel, PreparedConv, PreparedWeights};
 use crate::layers::Layer;
 use crate::shape::{check_window, window_output, Shape};
 use crate::variable::{Initializer, Variable};
@@ -361,7 +361,7 @@ impl Conv2d {
         let weights = kernel_var.derived(&device, precision as u64, |w| {
             let mut w = w.to_vec();
             precision.round(&mut w);
-            kernel.prepare_weights(&w, precision)
+            PreparedWeights::new(kernel, &w, precision)
         });
         Ok(kernels::convolve(
             x,
