@@ -1,6 +1,6 @@
 //! Training-time augmentation: random resized crop and horizontal flip (torchvision's defaults).
 
-use super::image::{center_crop, resize_region, to_chw};
+use super::image::{center_chw, resize_region, to_chw};
 use crate::zoo::PretrainedConfig;
 use image::imageops;
 use image::RgbImage;
@@ -47,5 +47,5 @@ pub fn random_view(image: &RgbImage, config: &PretrainedConfig, rng: &mut impl R
 /// The evaluation view: center crop of an image already resized on its shorter side.
 pub fn center_view(image: &RgbImage, config: &PretrainedConfig) -> Vec<f32> {
     let [h, w] = config.input_size;
-    to_chw(&center_crop(image, h, w))
+    center_chw(image, h, w)
 }

@@ -108,13 +108,50 @@ pub fn resize_shorter(image: &RgbImage, short: usize, interpolation: Interpolati
 /// Crop the center `height` x `width` (the image must be at least that large). Offsets round
 /// half to even, like torchvision's `CenterCrop` (Python's `round`).
 pub fn center_crop(image: &RgbImage, height: usize, width: usize) -> RgbImage {
+    let [left, top] = center_offsets(image, height, width);
+    image::imageops::crop_imm(image, left, top, width as u32, height as u32).to_image()
+}
+
+/// Left and top of the centered `height` x `width` crop of `image` ([`center_crop`]'s).
+fn center_offsets(image: &RgbImage, height: usize, width: usize) -> [u32; 2] {
     let offset = |size: u32, crop: usize| {
         ((f64::from(size) - crop as f64) / 2.0)
             .round_ties_even()
             .max(0.0) as u32
     };
-    let (left, top) = (offset(image.width(), width), offset(image.height(), height));
-    image::imageops::crop_imm(image, left, top, width as u32, height as u32).to_image()
+    [offset(image.width(), width), offset(image.height(), height)]
+}
+
+/// [`center_crop`] as CHW values in [0, 255] ([`to_chw`]), read from `image` in place instead
+/// of through a cropped copy.
+pub fn center_chw(image: &RgbImage, height: usize, width: usize) -> Vec<f32> {
+    if (image.height() as usize) < height || (image.width() as usize) < width {
+        return to_chw(&center_crop(image, height, width));
+    }
+    let [left, top] = center_offsets(image, height, width).map(|v| v as usize);
+    let (plane, stride) = (height * width, image.width() as usize * 3);
+    let mut out = vec![0.0; 3 * plane];
+    let (red, rest) = out.split_at_mut(plane);
+    let (green, blue) = rest.split_at_mut(plane);
+    for (y, row) in image
+        .as_raw()
+        .chunks_exact(stride)
+        .skip(top)
+        .take(height)
+        .enumerate()
+    {
+        let pixels = row[left * 3..(left + width) * 3].chunks_exact(3);
+        let at = y * width..(y + 1) * width;
+        for (((r, g), b), px) in red[at.clone()]
+            .iter_mut()
+            .zip(&mut green[at.clone()])
+            .zip(&mut blue[at])
+            .zip(pixels)
+        {
+            (*r, *g, *b) = (px[0].into(), px[1].into(), px[2].into());
+        }
+    }
+    out
 }
 
 /// Resize the shorter side and center-crop as the pretrained config says; CHW values in [0, 255].
@@ -125,8 +162,7 @@ pub fn prepare(image: &RgbImage, config: &PretrainedConfig) -> Vec<f32> {
         config.resize_to().max(h.max(w)),
         config.interpolation,
     );
-    let cropped = center_crop(&resized, h, w);
-    to_chw(&cropped)
+    center_chw(&resized, h, w)
 }
 
 /// Planar CHW f32 values in [0, 255].
@@ -199,6 +235,20 @@ mod tests {
     fn chw_layout_puts_channels_in_planes() {
         let img = RgbImage::from_pixel(2, 1, Rgb([1, 2, 3]));
         assert_eq!(to_chw(&img), vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
+    }
+
+    #[test]
+    fn center_chw_reads_the_crop_in_place() {
+        // Every pixel distinct; odd and even margins (half rounded to even), and an image
+        // smaller than the crop (the cropped copy's rule: clamped).
+        let img = RgbImage::from_fn(9, 6, |x, y| Rgb([x as u8, y as u8, (x * 10 + y) as u8]));
+        for (h, w) in [(4, 4), (3, 6), (6, 9), (1, 1), (8, 12)] {
+            assert_eq!(
+                center_chw(&img, h, w),
+                to_chw(&center_crop(&img, h, w)),
+                "{h}x{w}"
+            );
+        }
     }
 
     #[test]
