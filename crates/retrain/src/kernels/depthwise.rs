@@ -75,10 +75,11 @@ impl ConvKernel for Depthwise {
 
     /// `input` NCHW, `kernel` C x kh x kw (the (C, 1, kh, kw) kernel), `bias` one per channel;
     /// the result is NCHW with `activation` applied.
-    fn run(
+    fn run_with(
         &self,
         input: &[f32],
         kernel: &[f32],
+        _tiles: Option<&super::amx::PackedLhs>,
         bias: Option<&[f32]>,
         activation: Activation,
         precision: Precision,

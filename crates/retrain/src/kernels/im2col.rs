@@ -8,7 +8,7 @@
 //! padding and applies the activation in passes of its own: EfficientNet-Lite0's stem (3x3,
 //! stride 2, 3 channels) took 11% of the whole forward pass that way.
 
-use super::amx::{self, PackedLhs};
+use super::amx::PackedLhs;
 use super::pointwise::BlockedProduct;
 pub use super::{Activation, ConvKernel, Precision};
 
@@ -83,45 +83,16 @@ impl ConvKernel for Im2col {
         [self.batch, self.out_channels, oh, ow]
     }
 
+    /// The kernel is the left-hand side of the products: out channels x its other axes.
+    fn tiles_shape(&self) -> Option<[usize; 2]> {
+        Some([
+            self.out_channels,
+            self.in_channels * self.kernel[0] * self.kernel[1],
+        ])
+    }
+
     /// `kernel`: OIHW, which is already the out channels x (channel, tap) left-hand side.
-    fn run(
-        &self,
-        input: &[f32],
-        kernel: &[f32],
-        bias: Option<&[f32]>,
-        activation: Activation,
-        precision: Precision,
-    ) -> Vec<f32> {
-        self.product(input, kernel, None, bias, activation, precision)
-    }
-
-    fn pack_tiles(&self, weights: &[f32], precision: Precision) -> Option<PackedLhs> {
-        let depth = self.in_channels * self.kernel[0] * self.kernel[1];
-        amx::runs(precision).then(|| PackedLhs::new(weights, self.out_channels, depth))
-    }
-
-    fn run_packed(
-        &self,
-        input: &[f32],
-        tiles: &PackedLhs,
-        weights: &[f32],
-        bias: Option<&[f32]>,
-        activation: Activation,
-    ) -> Vec<f32> {
-        self.product(
-            input,
-            weights,
-            Some(tiles),
-            bias,
-            activation,
-            Precision::Bf16,
-        )
-    }
-}
-
-impl Im2col {
-    /// [`ConvKernel::run`], with the kernel already packed for the tiles where `tiles` is given.
-    fn product(
+    fn run_with(
         &self,
         input: &[f32],
         kernel: &[f32],

@@ -40,8 +40,21 @@ pub trait ConvKernel: Send + Sync {
     }
 
     /// `input` NCHW, `weights` from [`ConvKernel::prepare_weights`] (of a kernel rounded to
-    /// `precision`), `bias` one per output channel; the result is NCHW with `activation`
-    /// applied, its products taken at `precision`.
+    /// `precision`) and, where given, `tiles` the same weights packed by
+    /// [`ConvKernel::pack_tiles`]; `bias` one per output channel; the result is NCHW with
+    /// `activation` applied, its products taken at `precision`.
+    fn run_with(
+        &self,
+        input: &[f32],
+        weights: &[f32],
+        tiles: Option<&amx::PackedLhs>,
+        bias: Option<&[f32]>,
+        activation: Activation,
+        precision: Precision,
+    ) -> Vec<f32>;
+
+    /// [`ConvKernel::run_with`] without weights packed beforehand (packed at this call where
+    /// the products run on the tiles).
     fn run(
         &self,
         input: &[f32],
@@ -49,25 +62,23 @@ pub trait ConvKernel: Send + Sync {
         bias: Option<&[f32]>,
         activation: Activation,
         precision: Precision,
-    ) -> Vec<f32>;
+    ) -> Vec<f32> {
+        self.run_with(input, weights, None, bias, activation, precision)
+    }
 
-    /// The prepared `weights` packed for the AMX tiles, for kernels whose products at
-    /// `precision` run on them from packed weights (kept with the prepared weights, so they are
-    /// packed once per weight value, not at every call); `None` for the others.
-    fn pack_tiles(&self, _weights: &[f32], _precision: Precision) -> Option<amx::PackedLhs> {
+    /// Rows and depth of the product whose left-hand side the prepared weights are, for
+    /// kernels whose bf16 products run on the AMX tiles from packed weights; `None` for the
+    /// others.
+    fn tiles_shape(&self) -> Option<[usize; 2]> {
         None
     }
 
-    /// [`ConvKernel::run`] at bf16 with the weights packed by [`ConvKernel::pack_tiles`].
-    fn run_packed(
-        &self,
-        input: &[f32],
-        _tiles: &amx::PackedLhs,
-        weights: &[f32],
-        bias: Option<&[f32]>,
-        activation: Activation,
-    ) -> Vec<f32> {
-        self.run(input, weights, bias, activation, Precision::Bf16)
+    /// The prepared `weights` packed for the AMX tiles where this kernel's products at
+    /// `precision` run on them from packed weights ([`ConvKernel::tiles_shape`]); kept with
+    /// the prepared weights, so they are packed once per weight value, not at every call.
+    fn pack_tiles(&self, weights: &[f32], precision: Precision) -> Option<amx::PackedLhs> {
+        let [rows, depth] = self.tiles_shape()?;
+        amx::runs(precision).then(|| amx::PackedLhs::new(weights, rows, depth))
     }
 }
 
@@ -135,16 +146,14 @@ pub trait CpuConvolve: burn::backend::Backend {
 impl CpuConvolve for Flex {
     fn cpu_convolve(x: FlexTensor, conv: PreparedConv<'_>) -> FlexTensor {
         let input = values(&x);
-        let weights = &conv.weights.values;
-        let output = match &conv.weights.tiles {
-            Some(tiles) => {
-                conv.kernel
-                    .run_packed(&input, tiles, weights, conv.bias, conv.activation)
-            }
-            None => conv
-                .kernel
-                .run(&input, weights, conv.bias, conv.activation, conv.precision),
-        };
+        let output = conv.kernel.run_with(
+            &input,
+            &conv.weights.values,
+            conv.weights.tiles.as_ref(),
+            conv.bias,
+            conv.activation,
+            conv.precision,
+        );
         flex_tensor(output, conv.kernel.output_shape())
     }
 }

@@ -37,44 +37,13 @@ impl ConvKernel for Pointwise {
         [self.batch, self.out_channels, h, w]
     }
 
+    /// The kernel is the left-hand side of the products: out channels x its other axes.
+    fn tiles_shape(&self) -> Option<[usize; 2]> {
+        Some([self.out_channels, self.in_channels])
+    }
+
     /// `kernel`: OI (the OIHW kernel with H = W = 1).
-    fn run(
-        &self,
-        input: &[f32],
-        kernel: &[f32],
-        bias: Option<&[f32]>,
-        activation: Activation,
-        precision: Precision,
-    ) -> Vec<f32> {
-        self.product(input, kernel, None, bias, activation, precision)
-    }
-
-    fn pack_tiles(&self, weights: &[f32], precision: Precision) -> Option<PackedLhs> {
-        amx::runs(precision).then(|| PackedLhs::new(weights, self.out_channels, self.in_channels))
-    }
-
-    fn run_packed(
-        &self,
-        input: &[f32],
-        tiles: &PackedLhs,
-        weights: &[f32],
-        bias: Option<&[f32]>,
-        activation: Activation,
-    ) -> Vec<f32> {
-        self.product(
-            input,
-            weights,
-            Some(tiles),
-            bias,
-            activation,
-            Precision::Bf16,
-        )
-    }
-}
-
-impl Pointwise {
-    /// [`ConvKernel::run`], with the kernel already packed for the tiles where `tiles` is given.
-    fn product(
+    fn run_with(
         &self,
         input: &[f32],
         kernel: &[f32],
@@ -412,7 +381,14 @@ mod tests {
         let prepared = super::super::PreparedWeights::new(&conv, &w, Precision::Bf16);
         match &prepared.tiles {
             Some(tiles) => assert_eq!(
-                conv.run_packed(&x, tiles, &prepared.values, Some(&bias), Activation::Relu6),
+                conv.run_with(
+                    &x,
+                    &prepared.values,
+                    Some(tiles),
+                    Some(&bias),
+                    Activation::Relu6,
+                    Precision::Bf16
+                ),
                 got
             ),
             None => assert!(!amx::runs(Precision::Bf16), "packed where the tiles run"),

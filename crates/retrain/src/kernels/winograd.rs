@@ -50,10 +50,11 @@ impl ConvKernel for Conv3x3 {
     /// `input` NCHW, `kernels` from [`ConvKernel::prepare_weights`], `bias` one per output
     /// channel; the result is NCHW with `activation` applied. bf16 products run directly on
     /// AMX tiles where the CPU has them ([`direct3x3`]), else as Winograd on the rounded input.
-    fn run(
+    fn run_with(
         &self,
         input: &[f32],
         kernels: &[f32],
+        _tiles: Option<&amx::PackedLhs>,
         bias: Option<&[f32]>,
         activation: Activation,
         precision: Precision,
