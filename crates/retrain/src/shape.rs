@@ -110,6 +110,7 @@ pub(crate) fn check_window(
 /// Output length of a sliding window along one axis (`None` when the input is unknown or too
 /// small). Call [`check_window`] first.
 pub(crate) fn window_output(
+    axis: usize,
     input: Option<usize>,
     kernel: usize,
     stride: usize,
@@ -123,6 +124,10 @@ pub(crate) fn window_output(
         Padding::Same => return Some(input.div_ceil(stride)),
         Padding::Valid => input,
         Padding::Symmetric(p) => input.checked_add(p.checked_mul(2)?)?,
+        Padding::Explicit(padding) => {
+            let (before, after) = padding[axis];
+            input.checked_add(before)?.checked_add(after)?
+        }
     };
     (padded >= span).then(|| (padded - span) / stride + 1)
 }

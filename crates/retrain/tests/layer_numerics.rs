@@ -173,11 +173,11 @@ fn conv2d_matches_reference_for_each_padding_stride_dilation_and_grouping() {
         let c = &case.config;
         let top = c
             .padding
-            .amounts(case.height, c.kernel[0], c.strides[0], c.dilation[0])
+            .amounts(0, case.height, c.kernel[0], c.strides[0], c.dilation[0])
             .0;
         let left = c
             .padding
-            .amounts(case.width, c.kernel[1], c.strides[1], c.dilation[1])
+            .amounts(1, case.width, c.kernel[1], c.strides[1], c.dilation[1])
             .0;
         let groups = case.channels / kdims[1];
         let want = reference_conv(
@@ -203,12 +203,12 @@ fn conv2d_matches_reference_for_each_padding_stride_dilation_and_grouping() {
 #[test]
 fn same_padding_is_asymmetric_like_tensorflow() {
     // Input 6, kernel 3, stride 2: output 3, total padding 1 -> (0 before, 1 after).
-    assert_eq!(Padding::Same.amounts(6, 3, 2, 1), (0, 1));
+    assert_eq!(Padding::Same.amounts(0, 6, 3, 2, 1), (0, 1));
     // Input 7, kernel 3, stride 2: output 4, total padding 2 -> (1, 1).
-    assert_eq!(Padding::Same.amounts(7, 3, 2, 1), (1, 1));
+    assert_eq!(Padding::Same.amounts(0, 7, 3, 2, 1), (1, 1));
     // Input 224, kernel 5, stride 2 (EfficientNet): (1, 2).
-    assert_eq!(Padding::Same.amounts(224, 5, 2, 1), (1, 2));
-    assert_eq!(Padding::Valid.amounts(10, 3, 1, 1), (0, 0));
+    assert_eq!(Padding::Same.amounts(0, 224, 5, 2, 1), (1, 2));
+    assert_eq!(Padding::Valid.amounts(0, 10, 3, 1, 1), (0, 0));
 }
 
 #[test]

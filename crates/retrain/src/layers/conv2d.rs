@@ -394,8 +394,22 @@ impl Layer for Conv2d {
         let c = &self.config;
         check_window(self.name(), c.kernel, c.strides, c.dilation)?;
         let (out, groups) = self.layout(channels)?;
-        let oh = window_output(height, c.kernel[0], c.strides[0], c.dilation[0], c.padding);
-        let ow = window_output(width, c.kernel[1], c.strides[1], c.dilation[1], c.padding);
+        let oh = window_output(
+            0,
+            height,
+            c.kernel[0],
+            c.strides[0],
+            c.dilation[0],
+            c.padding,
+        );
+        let ow = window_output(
+            1,
+            width,
+            c.kernel[1],
+            c.strides[1],
+            c.dilation[1],
+            c.padding,
+        );
         if (height.is_some() && oh.is_none()) || (width.is_some() && ow.is_none()) {
             return Err(Error::shape(
                 self.name(),
@@ -442,10 +456,10 @@ impl Layer for Conv2d {
         }
         let ph = c
             .padding
-            .amounts(h, c.kernel[0], c.strides[0], c.dilation[0]);
+            .amounts(0, h, c.kernel[0], c.strides[0], c.dilation[0]);
         let pw = c
             .padding
-            .amounts(w, c.kernel[1], c.strides[1], c.dilation[1]);
+            .amounts(1, w, c.kernel[1], c.strides[1], c.dilation[1]);
         if let Some((kernel, activation)) = self.cpu_kernel(&x, groups, [ph, pw], ctx) {
             return Ok(Batch::Maps(self.run_cpu_kernel(
                 x,

@@ -389,12 +389,17 @@ pub enum Padding {
     Same,
     /// PyTorch-style fixed padding on every side.
     Symmetric(usize),
+    /// Fixed `(before, after)` padding along height and width: a ZeroPadding2D folded into the
+    /// convolution after it (`model::fold_batch_norms`), whose kernels then pad as they copy
+    /// their input instead of reading a padded copy of the whole map.
+    Explicit([(usize, usize); 2]),
 }
 
 impl Padding {
-    /// `(begin, end)` padding for one axis of length `input`.
+    /// `(begin, end)` padding along `axis` (0 height, 1 width) of length `input`.
     pub fn amounts(
         self,
+        axis: usize,
         input: usize,
         kernel: usize,
         stride: usize,
@@ -403,6 +408,7 @@ impl Padding {
         match self {
             Padding::Valid => (0, 0),
             Padding::Symmetric(p) => (p, p),
+            Padding::Explicit(padding) => padding[axis],
             Padding::Same => {
                 let span = (kernel - 1) * dilation + 1;
                 let total = ((input.div_ceil(stride) - 1) * stride + span).saturating_sub(input);

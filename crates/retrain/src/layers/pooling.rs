@@ -34,8 +34,8 @@ impl PoolConfig {
     fn output_shape(&self, layer: &str, input: Shape) -> Result<Shape> {
         let (height, width, channels) = input.maps(layer)?;
         check_window(layer, self.pool, self.strides, [1, 1])?;
-        let oh = window_output(height, self.pool[0], self.strides[0], 1, self.padding);
-        let ow = window_output(width, self.pool[1], self.strides[1], 1, self.padding);
+        let oh = window_output(0, height, self.pool[0], self.strides[0], 1, self.padding);
+        let ow = window_output(1, width, self.pool[1], self.strides[1], 1, self.padding);
         if (height.is_some() && oh.is_none()) || (width.is_some() && ow.is_none()) {
             return Err(Error::shape(
                 layer,
@@ -50,8 +50,8 @@ impl PoolConfig {
 
     fn padding_pairs(&self, h: usize, w: usize) -> [(usize, usize); 2] {
         [
-            self.padding.amounts(h, self.pool[0], self.strides[0], 1),
-            self.padding.amounts(w, self.pool[1], self.strides[1], 1),
+            self.padding.amounts(0, h, self.pool[0], self.strides[0], 1),
+            self.padding.amounts(1, w, self.pool[1], self.strides[1], 1),
         ]
     }
 }
