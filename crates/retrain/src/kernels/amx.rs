@@ -12,6 +12,8 @@
 //! where the CPU reports AMX-TILE and AMX-BF16 and Linux grants the process the tile state
 //! ([`available`]). No crate offered this.
 
+#[cfg(target_arch = "x86_64")]
+use super::avx512::lane_mask;
 use super::bf16::Precision;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
@@ -93,7 +95,7 @@ fn interleave_bf16_avx512(low: &[f32], high: Option<&[f32]>, to: &mut [u32]) {
     );
     for (start, chunk) in to.chunks_mut(16).enumerate().map(|(i, c)| (i * 16, c)) {
         let n = low.len().saturating_sub(start).min(chunk.len());
-        let mask = ((1u32 << n) - 1) as u16;
+        let mask = lane_mask(n);
         // SAFETY: the masked loads read the n values from `start` of `low` and `high`, inside
         // them; the masked store writes chunk.len() <= 16 values of `chunk`.
         unsafe {
@@ -104,7 +106,7 @@ fn interleave_bf16_avx512(low: &[f32], high: Option<&[f32]>, to: &mut [u32]) {
             };
             let words: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(h, l));
             let pairs = _mm512_permutexvar_epi16(order, words);
-            let store = ((1u32 << chunk.len()) - 1) as u16;
+            let store = lane_mask(chunk.len());
             _mm512_mask_storeu_epi32(chunk.as_mut_ptr().cast(), store, pairs);
         }
     }
@@ -131,21 +133,14 @@ fn pair_bf16_avx512(values: &[f32], to: &mut [u32]) {
             let n = values.len().saturating_sub(from).min(16);
             // SAFETY: the n values from `from`, inside `values`.
             unsafe {
-                _mm512_maskz_loadu_ps(
-                    ((1u32 << n) - 1) as u16,
-                    values.as_ptr().add(from.min(values.len())),
-                )
+                _mm512_maskz_loadu_ps(lane_mask(n), values.as_ptr().add(from.min(values.len())))
             }
         };
         let (first, second) = (load(start), load(start + 16));
         // SAFETY: the masked store writes chunk.len() <= 16 values of `chunk`.
         unsafe {
             let words: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(second, first));
-            _mm512_mask_storeu_epi32(
-                chunk.as_mut_ptr().cast(),
-                ((1u32 << chunk.len()) - 1) as u16,
-                words,
-            );
+            _mm512_mask_storeu_epi32(chunk.as_mut_ptr().cast(), lane_mask(chunk.len()), words);
         }
     }
 }

@@ -10,6 +10,8 @@
 //! input gradient (a Dense layer before the head) is the output gradients times the kernel
 //! rows. Nothing else is copied. Written here: no crate does this shape better.
 
+#[cfg(target_arch = "x86_64")]
+use super::avx512::lane_mask;
 use super::{flex_tensor, values};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -40,7 +42,7 @@ const TASK_FEATURES: usize = 64 * LANES;
 /// Whether [`product`] runs `x` [samples, features] times `kernel` [features, outputs]: both
 /// f32 on the CPU backend, at most [`MAX_OUTPUTS`] outputs, on a CPU with AVX-512.
 pub fn suits(x: &Tensor<2>, kernel: &Tensor<2>) -> bool {
-    super::direct1x1::available()
+    super::avx512::available()
         && super::on_cpu_f32(x)
         && super::on_cpu_f32(kernel)
         && kernel.dims()[1] <= MAX_OUTPUTS
@@ -446,12 +448,6 @@ unsafe fn input_columns(
     unreachable!("dense products run on x86-64 only (`suits` is false elsewhere)")
 }
 
-/// The mask of the first `left` lanes of a register (all 16 for 16 or more).
-#[cfg(target_arch = "x86_64")]
-fn lane_mask(left: usize) -> u16 {
-    ((1u32 << left.min(LANES)) - 1) as u16
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{filled, host, max_difference};
@@ -459,7 +455,7 @@ mod tests {
 
     #[test]
     fn products_and_gradients_equal_burns_matmul() {
-        if !super::super::direct1x1::available() {
+        if !super::super::avx512::available() {
             eprintln!("skipped: this CPU has no AVX-512 (Dense layers use Burn's matmul)");
             return;
         }

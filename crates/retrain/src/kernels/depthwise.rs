@@ -513,7 +513,7 @@ fn row_kernel(width: usize, stride: usize) -> Option<RowKernels> {
         RowKernels {
             across: convolve_group::<KW, SW>,
             gradient: accumulate_group::<KW>,
-            plane: if super::direct1x1::available() {
+            plane: if super::avx512::available() {
                 convolve_plane_avx512::<KW, SW>
             } else {
                 convolve_plane::<KW, SW>
@@ -535,7 +535,7 @@ fn row_kernel(width: usize, stride: usize) -> Option<RowKernels> {
 /// stores masked at the row's end, bias and activation applied in registers. Twice the lanes
 /// of the AVX2 loop, and its sums never leave the registers (LLVM kept spilling the arrays of
 /// the portable loop to the stack after every FMA). Chosen only where
-/// [`super::direct1x1::available`].
+/// [`super::avx512::available`].
 fn convolve_plane_avx512<const KW: usize, const SW: usize>(
     conv: &Depthwise,
     padded: &[f32],
@@ -589,24 +589,19 @@ unsafe fn planes_avx512<const KW: usize, const SW: usize>(
     out: &mut [MaybeUninit<f32>],
     offsets: [usize; KW],
 ) {
+    use super::avx512::{bias_activation, lane_mask};
     use std::arch::x86_64::*;
     const VECTORS: usize = 4;
     let [oh, ow] = conv.output();
     let (kh, sh) = (conv.kernel[0], conv.stride[0]);
     let row_len = conv.padded_row().1;
-    let (zero, six, bias) = (
-        _mm512_setzero_ps(),
-        _mm512_set1_ps(6.0),
-        _mm512_set1_ps(bias),
-    );
+    let bias = _mm512_set1_ps(bias);
     let (padded, out) = (padded.as_ptr(), out.as_mut_ptr().cast::<f32>());
     for oy in 0..oh {
         for first in (0..ow).step_by(16 * VECTORS) {
             let left = ow - first;
-            let masks: [u16; VECTORS] = std::array::from_fn(|v| {
-                let valid = left.saturating_sub(16 * v).min(16);
-                ((1u32 << valid) - 1) as u16
-            });
+            let masks: [u16; VECTORS] =
+                std::array::from_fn(|v| lane_mask(left.saturating_sub(16 * v)));
             let taps = Taps {
                 row: padded.add(oy * sh * row_len + first),
                 row_len,
@@ -622,12 +617,7 @@ unsafe fn planes_avx512<const KW: usize, const SW: usize>(
                 _ => taps.sums::<VECTORS>(),
             };
             for (v, sum) in sums.into_iter().enumerate().take(left.div_ceil(16)) {
-                let value = _mm512_add_ps(sum, bias);
-                let value = match activation {
-                    Activation::Linear => value,
-                    Activation::Relu => _mm512_max_ps(value, zero),
-                    Activation::Relu6 => _mm512_min_ps(_mm512_max_ps(value, zero), six),
-                };
+                let value = bias_activation(sum, bias, activation);
                 _mm512_mask_storeu_ps(out.add(oy * ow + first + 16 * v), masks[v], value);
             }
         }
@@ -940,7 +930,7 @@ mod tests {
     fn portable_plane_loops_match_the_avx512_ones() {
         // `run` takes the AVX-512 loops where the CPU has them; the portable ones (other CPUs)
         // are compared with them here on the same padded planes.
-        if !super::super::direct1x1::available() {
+        if !super::super::avx512::available() {
             eprintln!("skipped: this CPU has no AVX-512 (the portable loops ran above)");
             return;
         }

@@ -12,6 +12,8 @@
 //!
 //! Pixel tails use masked loads and stores, so any width of map is one code path.
 
+#[cfg(target_arch = "x86_64")]
+use super::avx512::{bias_activation, lane_mask};
 use super::winograd::SharedOutput;
 use super::Activation;
 use rayon::prelude::*;
@@ -30,16 +32,9 @@ const CHANNEL_BLOCK: usize = 6;
 /// image still spreads over the threads.
 const TASK_PIXELS: usize = 16 * LANES * PIXEL_VECTORS;
 
-/// Whether this CPU runs [`product`].
+/// Whether this CPU runs [`product`]: with AVX-512.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::avx512::available()
 }
 
 /// Whether [`product`] is the faster way for maps of `pixels` pixels on this CPU: with
@@ -139,10 +134,8 @@ unsafe fn columns(
     // every group (measured faster than the other order, which writes fewer rows at a time).
     for first in (0..shape.count).step_by(block) {
         let left = (shape.count - first).min(block);
-        let masks: [u16; PIXEL_VECTORS] = std::array::from_fn(|v| {
-            let valid = left.saturating_sub(v * LANES).min(LANES);
-            ((1u32 << valid) - 1) as u16
-        });
+        let masks: [u16; PIXEL_VECTORS] =
+            std::array::from_fn(|v| lane_mask(left.saturating_sub(v * LANES)));
         for o in (0..shape.out_channels).step_by(CHANNEL_BLOCK) {
             let at = Tile {
                 input: input.add(first),
@@ -220,16 +213,10 @@ impl Tile<'_> {
                 }
             }
         }
-        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
         for (o, sums) in sums.into_iter().enumerate() {
             let bias = _mm512_set1_ps(self.bias.map_or(0.0, |b| b[o]));
             for (v, sum) in sums.into_iter().enumerate() {
-                let value = _mm512_add_ps(sum, bias);
-                let value = match activation {
-                    Activation::Linear => value,
-                    Activation::Relu => _mm512_max_ps(value, zero),
-                    Activation::Relu6 => _mm512_min_ps(_mm512_max_ps(value, zero), six),
-                };
+                let value = bias_activation(sum, bias, activation);
                 let at = self.out.add(o * self.shape.stride + v * LANES);
                 _mm512_mask_storeu_ps(at, self.masks[v], value);
             }

@@ -5,6 +5,7 @@
 
 pub mod adam;
 pub mod amx;
+pub mod avx512;
 pub mod backprop;
 pub mod batch_norm;
 pub mod bf16;

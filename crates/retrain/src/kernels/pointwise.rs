@@ -2,10 +2,10 @@
 //!
 //! Per image the convolution is one matrix product, out channels x in channels times in
 //! channels x pixels. At f32 on AVX-512, on maps of 128 pixels or more, it runs as
-//! [`super::direct1x1`]'s register-blocked product straight from the planes; elsewhere in blocks of pixels through the `gemm` crate
-//! (or on the AMX tiles for bf16), each block getting its bias and activation while it is still
-//! in cache, instead of Burn's conv2d followed by a separate pass over the whole map for the
-//! activation (ReLU6 in MobileNet / EfficientNet-Lite).
+//! [`super::direct1x1`]'s register-blocked product straight from the planes; elsewhere in
+//! blocks of pixels through the `gemm` crate (or on the AMX tiles for bf16), each block getting
+//! its bias and activation while it is still in cache, instead of Burn's conv2d followed by a
+//! separate pass over the whole map for the activation (ReLU6 in MobileNet / EfficientNet-Lite).
 
 use super::amx::{self, PackedLhs};
 use super::direct1x1;
