@@ -165,16 +165,9 @@ pub fn prepare(image: &RgbImage, config: &PretrainedConfig) -> Vec<f32> {
     center_chw(&resized, h, w)
 }
 
-/// Planar CHW f32 values in [0, 255].
+/// Planar CHW f32 values in [0, 255]: [`center_chw`] of the whole image.
 pub fn to_chw(image: &RgbImage) -> Vec<f32> {
-    let plane = (image.width() * image.height()) as usize;
-    let mut out = vec![0.0; 3 * plane];
-    for (i, px) in image.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = f32::from(px[c]);
-        }
-    }
-    out
+    center_chw(image, image.height() as usize, image.width() as usize)
 }
 
 /// Decode and prepare one file for a pretrained model.
