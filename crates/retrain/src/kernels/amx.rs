@@ -205,27 +205,21 @@ impl PackedLhs {
             self.depth == 0 || rhs.len() >= (self.depth - 1) * stride + count,
             "right-hand side too short"
         );
-        let column_tiles = count.div_ceil(PANEL) * 2;
-        scratch.pack(
-            rhs,
-            stride,
-            self.depth,
-            count,
-            self.depth_tiles,
-            column_tiles,
-        );
+        let row_pairs = scratch.pack(rhs, stride, self.depth, count, self.depth_tiles);
+        let row_bytes = row_pairs * 4;
         scratch.offsets.clear();
         scratch
             .offsets
-            .extend((0..self.depth_tiles).map(|d| d * TILE_PAIRS * 4));
+            .extend((0..self.depth_tiles).map(|d| d * TILE_ROWS * row_bytes));
         let tiles = RhsTiles {
             base: scratch.rhs.as_ptr(),
-            column_tile_bytes: self.depth_tiles * TILE_PAIRS * 4,
-            row_bytes: 64,
+            column_tile_bytes: TILE_ROWS * 4,
+            row_bytes,
             offsets: &scratch.offsets,
         };
-        // SAFETY: the packed right-hand side holds column_tiles x depth_tiles tiles of 1 KiB,
-        // column tile j's depth tile d at j * depth_tiles + d.
+        // SAFETY: the packed right-hand side holds depth_tiles x 16 rows of `row_pairs` pairs,
+        // at least count.div_ceil(32) * 32 of them: column tile j's depth tile d starts at
+        // pair 16 j of row 16 d.
         unsafe { self.product(tiles, count, out, out_stride, &mut scratch.sums) }
     }
 
@@ -348,8 +342,11 @@ pub struct TileScratch {
 }
 
 impl TileScratch {
-    /// `rhs` (depth x count, rows `stride` apart) as bf16 pairs along the depth, in tiles
-    /// `[column tile][depth tile][16 pairs][16 columns]`, zero padded.
+    /// `rhs` (depth x count, rows `stride` apart) as bf16 pairs along the depth: row p holds
+    /// the pairs of rows 2p and 2p + 1 for every column, zero padded to `depth_tiles` x 16
+    /// rows of whole panels. Returns the pairs per row, which is a whole number of panels plus
+    /// one column tile where the rows would otherwise lie a multiple of 2 KiB apart (the 16
+    /// rows of a tile would then fall into the same few L1 sets).
     fn pack(
         &mut self,
         rhs: &[f32],
@@ -357,29 +354,25 @@ impl TileScratch {
         depth: usize,
         count: usize,
         depth_tiles: usize,
-        column_tiles: usize,
-    ) {
+    ) -> usize {
+        let columns = count.div_ceil(PANEL) * PANEL;
+        let row_pairs = if columns.is_multiple_of(512) {
+            columns + TILE_ROWS
+        } else {
+            columns
+        };
         // Not cleared: every packed value is written below, the padding with zeros (a pair
         // past the depth would otherwise multiply the left-hand side's zero padding by stale
         // values, and 0 x NaN is NaN).
-        self.rhs.resize(column_tiles * depth_tiles * TILE_PAIRS, 0);
-        for pair in 0..depth_tiles * TILE_DEPTH / 2 {
-            let (d, p) = (pair / (TILE_DEPTH / 2), pair % (TILE_DEPTH / 2));
+        self.rhs.resize(depth_tiles * TILE_ROWS * row_pairs, 0);
+        for (pair, to) in self.rhs.chunks_exact_mut(row_pairs).enumerate() {
             let row = |i: usize| (i < depth).then(|| &rhs[i * stride..][..count]);
-            let (low, high) = (row(2 * pair), row(2 * pair + 1));
-            for column_tile in 0..column_tiles {
-                let first = (column_tile * TILE_ROWS).min(count);
-                let last = (first + TILE_ROWS).min(count);
-                let at = ((column_tile * depth_tiles + d) * TILE_ROWS + p) * TILE_ROWS;
-                let to = &mut self.rhs[at..at + TILE_ROWS];
-                match low {
-                    Some(low) => {
-                        interleave_bf16(&low[first..last], high.map(|h| &h[first..last]), to)
-                    }
-                    None => to.fill(0),
-                }
+            match row(2 * pair) {
+                Some(low) => interleave_bf16(low, row(2 * pair + 1), &mut to[..columns]),
+                None => to[..columns].fill(0),
             }
         }
+        row_pairs
     }
 }
 
