@@ -38,9 +38,9 @@ impl Precision {
         }
     }
 
-    /// `values` rounded to this precision, in place, on this thread (a task's own buffer).
+    /// `values` rounded to this precision, in place, on this thread.
     #[inline(always)]
-    pub fn round_here(self, values: &mut [f32]) {
+    fn round_here(self, values: &mut [f32]) {
         if self == Precision::Bf16 {
             super::with_avx2(
                 #[inline(always)]

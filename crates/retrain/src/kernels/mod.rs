@@ -33,6 +33,12 @@ pub trait ConvKernel: Send + Sync {
     /// NCHW shape of the result.
     fn output_shape(&self) -> [usize; 4];
 
+    /// The precision this kernel's products run at when `requested` is asked for: the
+    /// requested one, except where reduced precision would cost more than it saves.
+    fn products_precision(&self, requested: Precision) -> Precision {
+        requested
+    }
+
     /// The weights as [`ConvKernel::run`] takes them for products at `precision`, from the
     /// OIHW kernel values (computed once per weight value and precision and kept, see
     /// `Variable::derived`).

@@ -354,6 +354,7 @@ impl Conv2d {
         precision: Precision,
     ) -> Result<Tensor<4>> {
         let device = x.device();
+        let precision = kernel.products_precision(precision);
         let bias = match self.config.use_bias {
             true => Some(self.variables.get(self.name(), 1)?.to_vec(&device)),
             false => None,
