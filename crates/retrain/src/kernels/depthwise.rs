@@ -760,16 +760,113 @@ fn convolve_group<const KW: usize, const SW: usize>(
                         }
                     }
                     let stored = ROW_BLOCK.min(ow - first_x);
+                    let at = oy * ow + first_x;
+                    if group.lanes == CHANNEL_LANES
+                        && store_transposed(&sums, stored, activation, &mut out[at..], plane)
+                    {
+                        continue;
+                    }
                     for (j, sum) in sums[..stored].iter().enumerate() {
-                        let at = oy * ow + first_x + j;
                         for (lane, &v) in sum[..group.lanes].iter().enumerate() {
-                            out[lane * plane + at].write(activation.apply(v));
+                            out[lane * plane + at + j].write(activation.apply(v));
                         }
                     }
                 }
             }
         },
     )
+}
+
+/// The sums of the first `stored` of [`ROW_BLOCK`] pixels of eight channels (`sums[j][lane]`),
+/// activated and stored as consecutive pixels of each channel's plane: `out[lane * plane + j]`.
+/// An 8 x 8 transpose in AVX registers and eight (masked) vector stores, in place of up to 64
+/// scalar ones (which took as long as the taps' multiply-adds on 3x3 kernels: 14x14 maps
+/// 15-20% faster). False, with nothing stored, off AVX2.
+#[inline(always)]
+fn store_transposed(
+    sums: &[Pixel; ROW_BLOCK],
+    stored: usize,
+    activation: Activation,
+    out: &mut [MaybeUninit<f32>],
+    plane: usize,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        assert!(stored <= ROW_BLOCK && out.len() >= (CHANNEL_LANES - 1) * plane + stored);
+        // SAFETY: AVX2 is there; the eight rows of `stored` values lie inside `out` (checked).
+        unsafe { transpose_avx2(sums, stored, activation, out.as_mut_ptr().cast(), plane) };
+        return true;
+    }
+    let _ = (sums, stored, activation, out, plane);
+    false
+}
+
+/// [`store_transposed`] on AVX2.
+///
+/// # Safety
+/// AVX2 must be there, and `out + lane * plane` must have `stored` writable values for each
+/// lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_avx2(
+    sums: &[Pixel; ROW_BLOCK],
+    stored: usize,
+    activation: Activation,
+    out: *mut f32,
+    plane: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: each pixel is eight f32 values.
+    let r: [__m256; 8] = std::array::from_fn(|j| unsafe { _mm256_loadu_ps(sums[j].as_ptr()) });
+    // Pairs of pixels interleaved, then quadruples: s[i] holds channel i of pixels 0-3 in its
+    // low half and channel i + 4 of them in its high half, pixels 4-7 likewise in s[i + 4].
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let s = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xee>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xee>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xee>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xee>(t[5], t[7]),
+    ];
+    let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+    // Lane j stored where j < stored (the sign bit set).
+    let mask = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(stored as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    for lane in 0..CHANNEL_LANES {
+        let (i, halves) = (lane % 4, lane / 4);
+        let row = match halves {
+            0 => _mm256_permute2f128_ps::<0x20>(s[i], s[i + 4]),
+            _ => _mm256_permute2f128_ps::<0x31>(s[i], s[i + 4]),
+        };
+        let row = match activation {
+            Activation::Linear => row,
+            Activation::Relu => _mm256_max_ps(row, zero),
+            Activation::Relu6 => _mm256_min_ps(_mm256_max_ps(row, zero), six),
+        };
+        // SAFETY: caller: `stored` values at lane * plane; the masked store leaves the others
+        // untouched.
+        unsafe {
+            let at = out.add(lane * plane);
+            match stored {
+                ROW_BLOCK => _mm256_storeu_ps(at, row),
+                _ => _mm256_maskstore_ps(at, mask, row),
+            }
+        }
+    }
 }
 
 /// [`Accumulate`] for kernel width `KW` (stride 1): per output row and kernel row, the `KW`
