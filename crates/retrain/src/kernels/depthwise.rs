@@ -402,6 +402,9 @@ impl Depthwise {
                 padded[pl..pl + w].copy_from_slice(row);
                 continue;
             }
+            if sw == 2 && split_pairs(row, padded.split_at_mut(phase_w), pl) {
+                continue;
+            }
             for (phase, columns) in padded.chunks_mut(phase_w).enumerate() {
                 // Padded column j * sw + phase is input column j * sw + phase - pl.
                 let skip = pl.saturating_sub(phase).div_ceil(sw);
@@ -869,6 +872,68 @@ unsafe fn transpose_avx2(
     }
 }
 
+/// A stride-2 row (`row`, `pl` zero columns before it) split into its two column phases:
+/// padded column `2j + p` (input column `2j + p - pl`) at index `j` of `phases.p`. Input
+/// columns past the phases' ends are left out, as [`Depthwise::pad_plane`]'s loops do. Both
+/// phases in one pass of 32-column loads and two permutes (the loops, which take one phase at
+/// a time and compile to scalar moves, were half of a stride-2 layer's time). False, with
+/// nothing written, off AVX-512.
+#[inline(always)]
+fn split_pairs(row: &[f32], phases: (&mut [f32], &mut [f32]), pl: usize) -> bool {
+    if !super::avx512::available() {
+        return false;
+    }
+    // Even input columns land in phase pl % 2 from index pl / 2, odd ones in the other phase
+    // from index (pl + 1) / 2 (input column 1 is padded column pl + 1).
+    let (evens, odds) = match pl % 2 {
+        0 => (&mut phases.0[pl / 2..], &mut phases.1[pl / 2..]),
+        _ => (&mut phases.1[pl / 2..], &mut phases.0[pl.div_ceil(2)..]),
+    };
+    let n_evens = row.len().div_ceil(2).min(evens.len());
+    let n_odds = (row.len() / 2).min(odds.len());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F was checked; the lengths are within `evens` and `odds`.
+    unsafe {
+        split_pairs_avx512(row, &mut evens[..n_evens], &mut odds[..n_odds])
+    };
+    let _ = (n_evens, n_odds);
+    true
+}
+
+/// [`split_pairs`] on AVX-512: `evens[i] = row[2i]`, `odds[i] = row[2i + 1]` for the lengths
+/// of `evens` and `odds` (at most half of `row`, rounded up and down).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn split_pairs_avx512(row: &[f32], evens: &mut [f32], odds: &mut [f32]) {
+    use super::avx512::lane_mask;
+    use std::arch::x86_64::*;
+    assert!(2 * evens.len() <= row.len() + 1 && 2 * odds.len() <= row.len());
+    let even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for start in (0..evens.len()).step_by(16) {
+        let load = |from: usize| {
+            let n = row.len().saturating_sub(from).min(16);
+            // SAFETY: the n values of `row` from `from`.
+            unsafe { _mm512_maskz_loadu_ps(lane_mask(n), row.as_ptr().add(from.min(row.len()))) }
+        };
+        let (low, high) = (load(2 * start), load(2 * start + 16));
+        let store = |to: &mut [f32], lanes: __m512i| {
+            let n = to.len().saturating_sub(start).min(16);
+            let values = _mm512_permutex2var_ps(low, lanes, high);
+            // SAFETY: the n values of `to` from `start`.
+            unsafe {
+                _mm512_mask_storeu_ps(
+                    to.as_mut_ptr().add(start.min(to.len())),
+                    lane_mask(n),
+                    values,
+                )
+            }
+        };
+        store(evens, even_lanes);
+        store(odds, odd_lanes);
+    }
+}
+
 /// [`Accumulate`] for kernel width `KW` (stride 1): per output row and kernel row, the `KW`
 /// sums of that kernel row stay in registers across the output row.
 fn accumulate_group<const KW: usize>(
@@ -973,6 +1038,8 @@ mod tests {
             (4, 1, [(1, 2), (1, 2)], [6, 7]), // no row loops for this width: plane by plane
             (3, 1, [(1, 1), (1, 1)], [5, 19]), // wide planes: plane by plane
             (3, 2, [(0, 1), (0, 1)], [6, 35]),
+            (5, 2, [(1, 2), (1, 2)], [5, 69]), // stride 2 on wide planes, odd left padding
+            (3, 2, [(2, 1), (2, 1)], [4, 40]),
             (5, 2, [(1, 2), (1, 2)], [7, 37]), // wide, stride 2, an odd phase first
             (3, 1, [(1, 1), (1, 1)], [4, 70]), // two full column blocks and a partial one
             (7, 2, [(3, 3), (3, 3)], [9, 9]),
