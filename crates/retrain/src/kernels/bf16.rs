@@ -3,11 +3,12 @@
 //!
 //! bf16 keeps f32's 8-bit exponent and 8 of its 24 mantissa bits. Where the CPU has AMX tiles
 //! (Intel Xeon from Sapphire Rapids on) the 1x1, im2col and 3x3 convolutions take their products
-//! on them in bf16 ([`super::amx`], [`super::direct3x3`]). Elsewhere, and for the depthwise
-//! convolutions (too few multiplies per value to gain from bf16), this module gives the same
+//! on them in bf16 ([`super::amx`], [`super::direct3x3`]). Elsewhere this module gives the same
 //! numbers by rounding the inputs to bf16 (to nearest, ties to even, as VCVTNE2PS2BF16 does) and
 //! running the f32 kernels on them: a bf16 run gives the same features on every machine, up to
-//! the order of the f32 sums (and subnormal values, which the tiles take as zero).
+//! the order of the f32 sums (and subnormal values, which the tiles take as zero). Depthwise
+//! convolutions (too few multiplies per value to gain from bf16), and 1x1 ones with at most 16
+//! outputs on large maps, keep f32 products ([`super::ConvKernel::products_precision`]).
 
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;
