@@ -432,7 +432,10 @@ mod tests {
         let kept = |c: Pointwise| c.products_precision(Precision::Bf16) == Precision::F32;
         assert!(kept(conv(16, 112)), "16 channels at 112x112");
         assert!(!kept(conv(17, 112)), "17 channels fill two row tiles");
-        assert!(!kept(conv(16, 7)), "7x7 maps: the direct product does not take them");
+        assert!(
+            !kept(conv(16, 7)),
+            "7x7 maps: the direct product does not take them"
+        );
         assert_eq!(
             conv(64, 112).products_precision(Precision::F32),
             Precision::F32
