@@ -3,8 +3,8 @@
 //!
 //! Burn's own conv2d backward on the CPU runs a transposed convolution for the input gradient
 //! and a convolution of swapped axes for the kernel gradient. Here the 3x3 convolutions run by
-//! Winograd both ways (forward and input gradient, a 3x3 convolution too), with the kernel
-//! gradient as one product per image; depthwise convolutions run the depthwise kernel both
+//! Winograd all three ways (forward, input gradient, a 3x3 convolution too, and kernel
+//! gradient, see [`Conv3x3::weight_gradient`]); depthwise convolutions run the depthwise kernel both
 //! ways, with the kernel gradient summed per channel and tap; 1x1 convolutions are products per
 //! image all three ways, on NCHW as it lies (no transposed copies). Each is checked against
 //! Burn's gradients in the tests.
