@@ -1,5 +1,6 @@
-//! Winograd F(4x4, 3x3) convolution (Lavin & Gray, 2015) for 3x3, stride-1 convolutions at
-//! inference time on the CPU.
+//! Winograd F(4x4, 3x3) convolution (Lavin & Gray, 2015) for 3x3, stride-1 convolutions on
+//! the CPU, at inference and in training: the input gradient is such a convolution too, and the
+//! kernel gradient is the same 36 products over blocks ([`Conv3x3::weight_gradient`]).
 //!
 //! Each 4x4 block of outputs comes from a 6x6 block of input: both the input blocks and the
 //! kernels are transformed into a 6x6 "Winograd domain", where the convolution becomes 36
@@ -8,8 +9,8 @@
 //! or im2col convolution, and the products run in the `gemm` crate's SIMD kernels. Blocks are
 //! processed in chunks sized to stay in cache, chunks and products in parallel (rayon).
 //!
-//! No crate offered this for Burn's CPU backend; it is written here (about 200 lines) and tested
-//! against Burn's `conv2d` (relative error ~1e-6 in f32).
+//! No crate offered this for Burn's CPU backend; it is written here (about 300 lines) and tested
+//! against Burn's `conv2d` (relative error ~1e-6 in f32) and its gradients.
 
 use super::{amx, direct3x3};
 use rayon::prelude::*;
