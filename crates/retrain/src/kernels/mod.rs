@@ -285,14 +285,15 @@ pub(crate) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -
 }
 
 /// `gradient` (k x n, row-major) = `grad` (k x p) times `columns` (n x p) transposed, plus
-/// `gradient` as it was when `accumulate` (a kernel gradient summed image by image), by the
-/// `gemm` crate on all threads. `k` is the number of output channels.
+/// `gradient` as it was when `accumulate` (a kernel gradient summed image by image, or chunk by
+/// chunk), by the `gemm` crate with `parallelism`. `k` is the number of output channels.
 pub(crate) fn add_gradient_product(
     gradient: &mut [f32],
     grad: &[f32],
     columns: &[f32],
     k: usize,
     accumulate: bool,
+    parallelism: gemm::Parallelism,
 ) {
     if k == 0 {
         return;
@@ -324,7 +325,7 @@ pub(crate) fn add_gradient_product(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            parallelism,
         )
     }
 }

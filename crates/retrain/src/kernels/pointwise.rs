@@ -148,7 +148,8 @@ impl Pointwise {
             .zip(output_gradient.chunks_exact(k * pixels))
             .enumerate()
         {
-            super::add_gradient_product(&mut gradient, grad, x, k, image > 0);
+            let all_threads = gemm::Parallelism::Rayon(0);
+            super::add_gradient_product(&mut gradient, grad, x, k, image > 0, all_threads);
         }
         gradient
     }

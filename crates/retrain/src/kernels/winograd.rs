@@ -198,7 +198,11 @@ impl Conv3x3 {
             sums.par_chunks_mut(k * c)
                 .zip(u.par_chunks(k * count))
                 .zip(v.par_chunks(c * count))
-                .for_each(|((sums, u), v)| add_products(u, v, sums, k, c, count, first > 0));
+                .for_each(|((sums, u), v)| {
+                    // One product per position and thread: the 36 positions run in parallel.
+                    let one_thread = gemm::Parallelism::None;
+                    super::add_gradient_product(sums, u, v, k, first > 0, one_thread)
+                });
         }
         gradient
             .par_chunks_mut(c * 9)
@@ -543,45 +547,6 @@ fn output_transform(m: [f32; 6]) -> [f32; 4] {
         m[1] + m[2] + 4.0 * (m[3] + m[4]),
         m[1] - m[2] + 8.0 * (m[3] - m[4]) + m[5],
     ]
-}
-
-/// `sums[k][c] (+)= u[k][count] * v[c][count]^T` for one of the 36 Winograd positions: the
-/// products over blocks, added to `sums` when `accumulate`.
-fn add_products(
-    u: &[f32],
-    v: &[f32],
-    sums: &mut [f32],
-    k: usize,
-    c: usize,
-    count: usize,
-    accumulate: bool,
-) {
-    assert!(u.len() == k * count && v.len() == c * count && sums.len() == k * c);
-    // SAFETY: the three slices hold exactly k*count, c*count and k*c row-major elements; `v`
-    // is read transposed (count x c) through its strides.
-    unsafe {
-        gemm::gemm(
-            k,
-            c,
-            count,
-            sums.as_mut_ptr(),
-            1,
-            c as isize,
-            accumulate,
-            u.as_ptr(),
-            1,
-            count as isize,
-            v.as_ptr(),
-            count as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
 }
 
 /// `m[k][count] = u[k][c] * v[c][count]` for one of the 36 Winograd positions.
