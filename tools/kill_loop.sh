@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Kill `retrain fit` with SIGKILL at random moments, resume after each kill, and check that the
-# finished run has exactly the metrics of an uninterrupted run with the same seed, and that no
-# kill ever left a half-written weights file.
+# finished run has exactly the metrics and the saved model of an uninterrupted run with the same
+# seed, and that no kill ever left a half-written weights file.
 #
 #   tools/kill_loop.sh DATA KILLS MAX_DELAY_S -- FIT_ARGS...
 #   tools/kill_loop.sh ../shared/data/hymenoptera 20 12 -- --base efficientnet_lite0 \
@@ -71,8 +71,10 @@ done
 echo "final resume"
 (start "$@") >>"$work/killed.log" 2>&1
 check_weights "$run"
-if diff <(metrics "$work/reference") <(metrics "$run"); then
-    echo "OK: after $kills kills the resumed run matches the uninterrupted one:"
+if diff <(metrics "$work/reference") <(metrics "$run") &&
+    cmp "$work/reference/model.safetensors" "$run/model.safetensors" &&
+    [[ ! -e $run/best.safetensors ]]; then
+    echo "OK: after $kills kills the resumed run matches the uninterrupted one (history and model):"
     metrics "$run"
 else
     echo "MISMATCH between the uninterrupted and the killed-and-resumed run" >&2

@@ -231,17 +231,51 @@ fn a_full_disk_fails_the_write_and_keeps_the_last_good_state() {
         "--out",
         run.to_str().unwrap(),
     ];
-    let line = error_line(&retrain_with_file_limit(64, &args));
+    // Room for command.txt only: epoch 3's first weights file fails, nothing else changes.
+    let line = error_line(&retrain_with_file_limit(4, &args));
     assert!(line.contains("File too large"), "{line}");
     assert!(line.contains(run.to_str().unwrap()), "{line}");
     assert_unchanged(&run, &before);
 
+    // Room for a head's weights and checkpoints, not for the whole model written at the end:
+    // epochs 3 and 4 are kept, the run loads as its best model, and a resume saves it.
+    let line = error_line(&retrain_with_file_limit(64, &args));
+    assert!(
+        line.contains("File too large") && line.contains("model.safetensors"),
+        "{line}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    assert_eq!(state["epochs_done"], 4);
+    assert!(run.join("best.safetensors").is_file());
+    let evaluated = retrain(&[
+        "evaluate",
+        run.to_str().unwrap(),
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(evaluated.status.success(), "{}", stderr(&evaluated));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&evaluated)).unwrap();
+    let (loss, best) = (
+        report["loss"].as_f64().unwrap(),
+        state["best_val_loss"].as_f64().unwrap(),
+    );
+    assert!((loss - best).abs() < 1e-4, "evaluated {loss}, best {best}");
+    let finished = retrain(&args);
+    assert!(finished.status.success(), "{}", stderr(&finished));
+    assert!(stdout(&finished).contains("already finished all 4 epochs"));
+    assert!(!run.join("best.safetensors").exists());
+    let mut state = state;
+    state["config"]["epochs"] = serde_json::json!(6);
+    std::fs::write(&state_path, state.to_string()).unwrap();
+
     let out = retrain(&args);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("Epoch 4/4"), "{}", stdout(&out));
-    // command.txt keeps the command that started the run and adds each resume.
+    assert!(stdout(&out).contains("Epoch 6/6"), "{}", stdout(&out));
+    // command.txt keeps the command that started the run and adds each resume that trained
+    // (the one that only saved the finished model does not).
     let commands = std::fs::read_to_string(run.join("command.txt")).unwrap();
     let lines: Vec<&str> = commands.lines().collect();
-    assert_eq!(lines.len(), 3, "{commands}");
+    assert_eq!(lines.len(), 4, "{commands}");
     assert!(lines[0].contains("--base efficientnet_lite0") && lines[2].contains("--resume"));
 }

@@ -360,3 +360,52 @@ fn a_diverging_loss_stops_with_a_clear_error_and_keeps_good_weights() {
         "the kept weights are finite"
     );
 }
+
+#[test]
+fn a_run_killed_after_an_improving_epoch_loads_as_its_best_model() {
+    // Between its first and last save of the whole model, a run writes only the trained
+    // layers' best weights (best.safetensors); what a SIGKILL leaves must still load as them.
+    let device = default_device();
+    let dir = RunDir::create(&scratch_dir("killed-best")).unwrap();
+    let classes = ["cool".to_string(), "warm".to_string()];
+    let model = model();
+    model.build(Shape::image(Some(32), Some(32), 3)).unwrap();
+    model.initialize(1, &device);
+    dir.save_model(&model, &config(), &classes, &device)
+        .unwrap();
+    let initial = dense_weights(&model);
+
+    let head = model.layers().last().unwrap().variables();
+    for v in &head {
+        let values: Vec<f32> = (0..v.numel()).map(|i| 0.25 + i as f32).collect();
+        v.assign_data(values, &device);
+    }
+    let best = dense_weights(&model);
+    assert_ne!(best, initial);
+    dir.save_best_weights(&head, &device).unwrap();
+    let best_file = dir.path().join("best.safetensors");
+    assert!(best_file.is_file());
+    // The whole-model file is not rewritten for an improving epoch...
+    let (whole_file_only, _) = retrain::model::load_model(dir.path(), &device).unwrap();
+    assert_eq!(dense_weights(&whole_file_only), initial);
+    // ...yet the run directory loads with the best weights, and resumes from them.
+    let (loaded, _) = dir.load_model(&device).unwrap();
+    assert_eq!(dense_weights(&loaded), best);
+    let fresh = model_from_dir_architecture(&dir);
+    dir.load_best_weights(&fresh, &device).unwrap();
+    assert_eq!(dense_weights(&fresh), best);
+
+    // When the run ends, the whole model is written once and the partial file goes.
+    dir.finish_model(&model, &config(), &classes, &device)
+        .unwrap();
+    assert!(!best_file.exists());
+    let (finished, _) = retrain::model::load_model(dir.path(), &device).unwrap();
+    assert_eq!(dense_weights(&finished), best);
+}
+
+/// The run's model rebuilt from its model.json alone, without weights.
+fn model_from_dir_architecture(dir: &RunDir) -> Sequential {
+    let path = dir.path().join("model.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    retrain::model::model_from_json(&text, &path).unwrap().0
+}

@@ -139,6 +139,8 @@ pub fn run(args: FitArgs) -> Result<ExitCode> {
             .context("the run's model.json has no pretrained config")?;
         let config = state.config.clone();
         if state.epochs_done >= config.epochs {
+            // A run stopped by a failed last write (a full disk) still has to save its model.
+            run_dir.finish_model(&model, &pretrained, &file.class_names, &device)?;
             println!(
                 "the run in '{}' already finished all {} epochs",
                 args.out.display(),

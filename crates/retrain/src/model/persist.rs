@@ -15,6 +15,9 @@ use std::path::Path;
 const FORMAT: &str = "retrain-model";
 const VERSION: u32 = 1;
 
+/// The weights half of a saved model.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
 /// The JSON half of a saved model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelFile {
@@ -51,7 +54,7 @@ pub fn save_model(
         .map(|v| (v.path().to_string(), v.shape().to_vec(), v.to_vec(device)))
         .collect();
     let bytes = safetensors::to_bytes(&tensors, None)?;
-    crate::io::write_atomic(&dir.join("model.safetensors"), &bytes)?;
+    crate::io::write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
     let file = ModelFile {
         format: FORMAT.into(),
         version: VERSION,
@@ -70,7 +73,7 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<(Sequential, ModelFile)
     let json_path = dir.join("model.json");
     let text = std::fs::read_to_string(&json_path).map_err(|e| Error::io(&json_path, e))?;
     let (model, file) = model_from_json(&text, &json_path)?;
-    let weights = safetensors::SafetensorsFile::open(&dir.join("model.safetensors"))?;
+    let weights = safetensors::SafetensorsFile::open(&dir.join(WEIGHTS_FILE))?;
     load_into(&model, &weights, &NameMap::identity(&model), device)?;
     Ok((model, file))
 }

@@ -295,8 +295,9 @@ fn restore(layers: &[LayerRef], saved: &HashMap<u64, Tensor<1>>) {
 ///
 /// The longest frozen, deterministic prefix of the model runs once per image (unless
 /// `config.cache` is off or augmentation makes each view different); only the rest runs each
-/// step, with gradients for its trainable variables. With a run directory, the best model,
-/// history and a resumable checkpoint are written after every epoch; `resume` continues from it.
+/// step, with gradients for its trainable variables. With a run directory, the best weights,
+/// history and a resumable checkpoint are written after every epoch, the whole model at the start
+/// and the end (see [`RunDir`]); `resume` continues from it.
 pub fn fit(
     model: &Sequential,
     data: &TrainingSet,
@@ -499,11 +500,13 @@ pub fn fit(
             state.stale_epochs += 1;
         }
         if let Some(run) = run {
+            // Weights first, the history files last: a write that fails (a full disk) then
+            // leaves the run as the last epoch's state recorded it.
             if improved {
-                run.save_model(model, data.pretrained, data.class_names, device)?;
+                run.save_best_weights(&suffix_variables, device)?;
             }
-            run.write_history(&state.history)?;
             run.save_checkpoint(&suffix_variables, &optimizer, &mut state, device)?;
+            run.write_history(&state.history)?;
         }
         if flow == Flow::Stop && state.epochs_done < config.epochs {
             on_event(Event::Note(format!(
@@ -523,6 +526,9 @@ pub fn fit(
         }
     }
     restore(&plan.suffix, &best);
+    if let Some(run) = run {
+        run.finish_model(model, data.pretrained, data.class_names, device)?;
+    }
     Ok(FitOutcome {
         history: state.history,
         best_epoch: state.best_epoch,

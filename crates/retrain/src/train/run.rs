@@ -3,12 +3,19 @@
 //! Every file is written to a temporary name and renamed, and the resume state is written only
 //! after the checkpoint it names, so a run killed at any moment leaves a directory that either
 //! resumes from the last completed epoch or starts over; never a half-written weights file.
+//!
+//! `model.safetensors` holds the whole model: written before the first epoch and again when
+//! training ends. In between, an epoch that improves on the best writes only the variables
+//! training changes to `best.safetensors` (a head's few kilobytes instead of a base's megabytes
+//! every epoch); [`RunDir::load_model`] reads them over `model.safetensors`, so a run killed
+//! mid-way still loads as its best model.
 
 use super::optimizer::Optimizer;
 use super::{EpochMetrics, FitConfig};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
-use crate::model::{load_model, save_model, ModelFile, Sequential};
+use crate::layers::Layer;
+use crate::model::{load_model, save_model, ModelFile, Sequential, WEIGHTS_FILE};
 use crate::variable::Variable;
 use crate::weights::safetensors::{to_bytes, SafetensorsFile};
 use crate::weights::TensorSource;
@@ -19,6 +26,10 @@ use std::path::{Path, PathBuf};
 
 /// The resumable training state, written after every epoch.
 const STATE_FILE: &str = "state.json";
+
+/// The best weights of the variables training changes, while they differ from
+/// `model.safetensors`'s.
+const BEST_WEIGHTS: &str = "best.safetensors";
 
 fn infinity_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
@@ -142,7 +153,8 @@ impl RunDir {
         self.path.join("cache")
     }
 
-    /// Save the model (architecture, preprocessing, classes, current weights).
+    /// Save the model (architecture, preprocessing, classes, current weights); it supersedes
+    /// any `best.safetensors`.
     pub fn save_model(
         &self,
         model: &Sequential,
@@ -150,24 +162,71 @@ impl RunDir {
         class_names: &[String],
         device: &Device,
     ) -> Result<()> {
-        save_model(model, &self.path, Some(pretrained), class_names, device)
+        save_model(model, &self.path, Some(pretrained), class_names, device)?;
+        let best = self.path.join(BEST_WEIGHTS);
+        match std::fs::remove_file(&best) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&best, e)),
+            _ => Ok(()),
+        }
     }
 
-    /// Load the saved model.
+    /// Load the saved model with its best weights.
     pub fn load_model(&self, device: &Device) -> Result<(Sequential, ModelFile)> {
-        load_model(&self.path, device)
+        let (model, file) = load_model(&self.path, device)?;
+        self.overlay_best_weights(&model, device)?;
+        Ok((model, file))
     }
 
     /// Put the best weights saved so far into `model` (same architecture).
     pub fn load_best_weights(&self, model: &Sequential, device: &Device) -> Result<()> {
-        let weights = SafetensorsFile::open(&self.path.join("model.safetensors"))?;
+        let weights = SafetensorsFile::open(&self.path.join(WEIGHTS_FILE))?;
         crate::weights::load_into(
             model,
             &weights,
             &crate::weights::NameMap::identity(model),
             device,
-        )
-        .map(|_| ())
+        )?;
+        self.overlay_best_weights(model, device)
+    }
+
+    /// Save the current values of `variables` (the ones training changes) as the best so far.
+    pub fn save_best_weights(&self, variables: &[Variable], device: &Device) -> Result<()> {
+        let tensors: Vec<_> = variables
+            .iter()
+            .map(|v| (v.path().to_string(), v.shape().to_vec(), v.to_vec(device)))
+            .collect();
+        write_atomic(&self.path.join(BEST_WEIGHTS), &to_bytes(&tensors, None)?)
+    }
+
+    /// Save the whole model once training has ended, its best weights in it (`model` holds them),
+    /// unless no epoch improved on the weights `model.safetensors` already has.
+    pub fn finish_model(
+        &self,
+        model: &Sequential,
+        pretrained: &PretrainedConfig,
+        class_names: &[String],
+        device: &Device,
+    ) -> Result<()> {
+        if !self.path.join(BEST_WEIGHTS).exists() {
+            return Ok(());
+        }
+        self.save_model(model, pretrained, class_names, device)
+    }
+
+    /// Read `best.safetensors`, when a run left one, over the variables of `model` it names.
+    fn overlay_best_weights(&self, model: &Sequential, device: &Device) -> Result<()> {
+        let path = self.path.join(BEST_WEIGHTS);
+        if !path.exists() {
+            return Ok(());
+        }
+        let file = SafetensorsFile::open(&path)?;
+        let names: std::collections::HashSet<String> = file.keys().into_iter().collect();
+        let variables: Vec<Variable> = model
+            .variables()
+            .into_iter()
+            .filter(|v| names.contains(v.path()))
+            .collect();
+        assign_saved(&file, "", &variables, device)
     }
 
     /// Record the exact command line: the one that started the run, then one line per resume.
@@ -256,21 +315,7 @@ impl RunDir {
         device: &Device,
     ) -> Result<()> {
         let file = SafetensorsFile::open(&self.path.join(&state.checkpoint))?;
-        for v in variables {
-            let key = format!("model/{}", v.path());
-            let values = file.read(&key)?;
-            if values.len() != v.numel() {
-                return Err(Error::TensorShape {
-                    tensor: key,
-                    variable: v.path().to_string(),
-                    expected: v.shape().to_vec(),
-                    found: file
-                        .shape(&format!("model/{}", v.path()))
-                        .unwrap_or_default(),
-                });
-            }
-            v.assign_data(values, device);
-        }
+        assign_saved(&file, "model/", variables, device)?;
         let optimizer_tensors = file
             .keys()
             .into_iter()
@@ -279,6 +324,29 @@ impl RunDir {
             .collect::<Result<Vec<_>>>()?;
         optimizer.restore(state.optimizer_step, optimizer_tensors, device)
     }
+}
+
+/// Give each of `variables` its values saved in `file` under `prefix` + its path.
+fn assign_saved(
+    file: &SafetensorsFile,
+    prefix: &str,
+    variables: &[Variable],
+    device: &Device,
+) -> Result<()> {
+    for v in variables {
+        let key = format!("{prefix}{}", v.path());
+        let values = file.read(&key)?;
+        if values.len() != v.numel() {
+            return Err(Error::TensorShape {
+                found: file.shape(&key).unwrap_or_default(),
+                tensor: key,
+                variable: v.path().to_string(),
+                expected: v.shape().to_vec(),
+            });
+        }
+        v.assign_data(values, device);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
