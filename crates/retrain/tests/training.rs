@@ -396,9 +396,10 @@ fn a_run_killed_after_an_improving_epoch_loads_as_its_best_model() {
     assert_eq!(dense_weights(&fresh), best);
 
     // When the run ends, the whole model is written once and the partial file goes.
-    dir.finish_model(&model, &config(), &classes, &device)
+    assert!(dir.has_best_weights());
+    dir.save_model(&model, &config(), &classes, &device)
         .unwrap();
-    assert!(!best_file.exists());
+    assert!(!best_file.exists() && !dir.has_best_weights());
     let (finished, _) = retrain::model::load_model(dir.path(), &device).unwrap();
     assert_eq!(dense_weights(&finished), best);
 }

@@ -140,7 +140,9 @@ pub fn run(args: FitArgs) -> Result<ExitCode> {
         let config = state.config.clone();
         if state.epochs_done >= config.epochs {
             // A run stopped by a failed last write (a full disk) still has to save its model.
-            run_dir.finish_model(&model, &pretrained, &file.class_names, &device)?;
+            if run_dir.has_best_weights() {
+                run_dir.save_model(&model, &pretrained, &file.class_names, &device)?;
+            }
             println!(
                 "the run in '{}' already finished all {} epochs",
                 args.out.display(),

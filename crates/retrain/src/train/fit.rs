@@ -526,8 +526,8 @@ pub fn fit(
         }
     }
     restore(&plan.suffix, &best);
-    if let Some(run) = run {
-        run.finish_model(model, data.pretrained, data.class_names, device)?;
+    if let Some(run) = run.filter(|r| r.has_best_weights()) {
+        run.save_model(model, data.pretrained, data.class_names, device)?;
     }
     Ok(FitOutcome {
         history: state.history,

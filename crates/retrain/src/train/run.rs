@@ -198,28 +198,18 @@ impl RunDir {
         write_atomic(&self.path.join(BEST_WEIGHTS), &to_bytes(&tensors, None)?)
     }
 
-    /// Save the whole model once training has ended, its best weights in it (`model` holds them),
-    /// unless no epoch improved on the weights `model.safetensors` already has.
-    pub fn finish_model(
-        &self,
-        model: &Sequential,
-        pretrained: &PretrainedConfig,
-        class_names: &[String],
-        device: &Device,
-    ) -> Result<()> {
-        if !self.path.join(BEST_WEIGHTS).exists() {
-            return Ok(());
-        }
-        self.save_model(model, pretrained, class_names, device)
+    /// Whether an epoch saved better weights than `model.safetensors` holds (they are in
+    /// `best.safetensors`): a run that ends saves its whole model then.
+    pub fn has_best_weights(&self) -> bool {
+        self.path.join(BEST_WEIGHTS).exists()
     }
 
     /// Read `best.safetensors`, when a run left one, over the variables of `model` it names.
     fn overlay_best_weights(&self, model: &Sequential, device: &Device) -> Result<()> {
-        let path = self.path.join(BEST_WEIGHTS);
-        if !path.exists() {
+        if !self.has_best_weights() {
             return Ok(());
         }
-        let file = SafetensorsFile::open(&path)?;
+        let file = SafetensorsFile::open(&self.path.join(BEST_WEIGHTS))?;
         let names: std::collections::HashSet<String> = file.keys().into_iter().collect();
         let variables: Vec<Variable> = model
             .variables()
