@@ -249,9 +249,12 @@ impl PackedLhs {
         );
         let column_tiles = count.div_ceil(PANEL) * 2;
         // The tiles past the edges of the output go to `sums` (not cleared: only the values
-        // they store are read back).
+        // they store are read back; only grown, as the packed right-hand side).
         let sums_stride = column_tiles * TILE_ROWS;
-        sums.resize(self.row_tiles * TILE_ROWS * sums_stride, 0.0);
+        let sums_len = self.row_tiles * TILE_ROWS * sums_stride;
+        if sums.len() < sums_len {
+            sums.resize(sums_len, 0.0);
+        }
         let inside = |row_tile: usize, column_tile: usize| {
             (row_tile + 1) * TILE_ROWS <= self.rows && (column_tile + 1) * TILE_ROWS <= count
         };
@@ -363,9 +366,13 @@ impl TileScratch {
         };
         // Not cleared: every packed value is written below, the padding with zeros (a pair
         // past the depth would otherwise multiply the left-hand side's zero padding by stale
-        // values, and 0 x NaN is NaN).
-        self.rhs.resize(depth_tiles * TILE_ROWS * row_pairs, 0);
-        for (pair, to) in self.rhs.chunks_exact_mut(row_pairs).enumerate() {
+        // values, and 0 x NaN is NaN). Only grown, never shrunk: the buffer serves products
+        // of every size, and growing it again would fill the new part with zeros first.
+        let len = depth_tiles * TILE_ROWS * row_pairs;
+        if self.rhs.len() < len {
+            self.rhs.resize(len, 0);
+        }
+        for (pair, to) in self.rhs[..len].chunks_exact_mut(row_pairs).enumerate() {
             let row = |i: usize| (i < depth).then(|| &rhs[i * stride..][..count]);
             match row(2 * pair) {
                 Some(low) => interleave_bf16(low, row(2 * pair + 1), &mut to[..columns]),
@@ -553,12 +560,16 @@ mod tests {
             return;
         }
         // Sizes off every tile edge: 40 rows (2 panels, the second mostly padding), 70 deep
-        // (3 depth tiles, an odd last pair), 50 columns; and an exact fit.
+        // (3 depth tiles, an odd last pair), 50 columns; and an exact fit. One scratch for all,
+        // left full of NaNs by the product before: the smaller products after the larger one
+        // must write every value they read.
+        let mut scratch = TileScratch::default();
         for (rows, depth, count) in [(40, 70, 50), (32, 64, 32), (1, 1, 1)] {
             let a: Vec<f32> = (0..rows * depth).map(|i| pattern(i, 2.0)).collect();
             let b: Vec<f32> = (0..depth * count).map(|i| pattern(i + 7, 3.0)).collect();
             let lhs = PackedLhs::new(&a, rows, depth);
-            let mut scratch = TileScratch::default();
+            scratch.rhs.fill(u32::MAX);
+            scratch.sums.fill(f32::NAN);
             let mut sums = vec![0f32; rows * count];
             multiply(&lhs, &b, count, count, &mut scratch, &mut sums, count);
             let stride = count;
