@@ -34,6 +34,7 @@ const TASK_PIXELS: usize = 16 * LANES * PIXEL_VECTORS;
 
 /// Input bytes of a span of pixels, which all channel groups run over in turn (in L2; 32, 64,
 /// 128 and 256 KiB measured, 64 the best overall).
+#[cfg(target_arch = "x86_64")]
 const SPAN_BYTES: usize = 64 * 1024;
 
 /// Whether this CPU runs [`product`]: with AVX-512.
@@ -176,6 +177,7 @@ unsafe fn columns(
 
 /// Pixels of a span for inputs of `depth` channels: [`SPAN_BYTES`] of input, in whole tiles,
 /// from one tile to a whole task.
+#[cfg(target_arch = "x86_64")]
 fn span_pixels(depth: usize) -> usize {
     let block = LANES * PIXEL_VECTORS;
     let fit = SPAN_BYTES / (depth * std::mem::size_of::<f32>()) / block * block;
