@@ -844,7 +844,12 @@ unsafe fn convolve_group_avx2<const KW: usize, const SW: usize>(
                     }
                 }
             }
-            let sums: [Pixel; ROW_BLOCK] = std::mem::transmute(sums);
+            let sums = sums.map(|sum| {
+                let mut pixel = [0f32; CHANNEL_LANES];
+                // SAFETY: a pixel is eight f32 values.
+                unsafe { _mm256_storeu_ps(pixel.as_mut_ptr(), sum) };
+                pixel
+            });
             let stored = ROW_BLOCK.min(ow - first_x);
             // SAFETY: the eight planes hold `stored` pixels from oy * ow + first_x on.
             unsafe {
