@@ -182,7 +182,7 @@ pub fn batch_tensor(
     width: usize,
     device: &Device,
 ) -> Tensor<4> {
-    let data: Vec<f32> = images.iter().flatten().copied().collect();
+    let data: Vec<f32> = images.concat();
     Tensor::from_data(
         TensorData::new(data, [images.len(), 3, height, width]),
         device,
