@@ -14,7 +14,9 @@ pub use extractor::{FeatureExtractor, LeafGraph};
 pub use fold::fold_batch_norms;
 pub use functional::{input, Apply, SymbolicTensor};
 pub use fuse::fuse_activations;
-pub use persist::{load_model, model_from_json, save_model, ModelFile, WEIGHTS_FILE};
+pub use persist::{
+    load_model, model_from_json, save_model, weights_bytes, ModelFile, WEIGHTS_FILE,
+};
 pub use plot::{plot_model, to_dot, to_svg, PlotOptions, RankDir};
 pub use sequential::{ModelSpec, Segment, Sequential, INPUT_NAME};
 pub use summary::{group_thousands, summary, SummaryOptions};

@@ -5,6 +5,7 @@ use super::{ModelSpec, Sequential};
 use crate::error::{Error, Result};
 use crate::layers::Layer;
 use crate::shape::Shape;
+use crate::variable::Variable;
 use crate::weights::{load_into, safetensors, NameMap};
 use crate::zoo::PretrainedConfig;
 use burn::tensor::Device;
@@ -48,12 +49,7 @@ pub fn save_model(
     device: &Device,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tensors: Vec<safetensors::NamedTensor> = model
-        .variables()
-        .iter()
-        .map(|v| (v.path().to_string(), v.shape().to_vec(), v.to_vec(device)))
-        .collect();
-    let bytes = safetensors::to_bytes(&tensors, None)?;
+    let bytes = weights_bytes(&model.variables(), device)?;
     crate::io::write_atomic(&dir.join(WEIGHTS_FILE), &bytes)?;
     let file = ModelFile {
         format: FORMAT.into(),
@@ -66,6 +62,16 @@ pub fn save_model(
     };
     let json = serde_json::to_vec_pretty(&file).expect("model file serializes");
     crate::io::write_atomic(&dir.join("model.json"), &json)
+}
+
+/// `variables` as safetensors bytes, each under its Keras path: the layout of
+/// [`WEIGHTS_FILE`], for all of a model's variables or some of them.
+pub fn weights_bytes(variables: &[Variable], device: &Device) -> Result<Vec<u8>> {
+    let tensors: Vec<safetensors::NamedTensor> = variables
+        .iter()
+        .map(|v| (v.path().to_string(), v.shape().to_vec(), v.to_vec(device)))
+        .collect();
+    safetensors::to_bytes(&tensors, None)
 }
 
 /// Load a model saved by [`save_model`].

@@ -15,7 +15,7 @@ use super::{EpochMetrics, FitConfig};
 use crate::error::{Error, Result};
 use crate::io::write_atomic;
 use crate::layers::Layer;
-use crate::model::{load_model, save_model, ModelFile, Sequential, WEIGHTS_FILE};
+use crate::model::{load_model, save_model, weights_bytes, ModelFile, Sequential, WEIGHTS_FILE};
 use crate::variable::Variable;
 use crate::weights::safetensors::{to_bytes, SafetensorsFile};
 use crate::weights::TensorSource;
@@ -191,11 +191,10 @@ impl RunDir {
 
     /// Save the current values of `variables` (the ones training changes) as the best so far.
     pub fn save_best_weights(&self, variables: &[Variable], device: &Device) -> Result<()> {
-        let tensors: Vec<_> = variables
-            .iter()
-            .map(|v| (v.path().to_string(), v.shape().to_vec(), v.to_vec(device)))
-            .collect();
-        write_atomic(&self.path.join(BEST_WEIGHTS), &to_bytes(&tensors, None)?)
+        write_atomic(
+            &self.path.join(BEST_WEIGHTS),
+            &weights_bytes(variables, device)?,
+        )
     }
 
     /// Whether an epoch saved better weights than `model.safetensors` holds (they are in
