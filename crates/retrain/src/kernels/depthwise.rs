@@ -594,75 +594,97 @@ unsafe fn planes_avx512<const KW: usize, const SW: usize>(
     out: &mut [MaybeUninit<f32>],
     offsets: [usize; KW],
 ) {
-    use super::avx512::{bias_activation, lane_mask};
-    use std::arch::x86_64::*;
-    const VECTORS: usize = 4;
+    use super::avx512::lane_mask;
     let [oh, ow] = conv.output();
     let (kh, sh) = (conv.kernel[0], conv.stride[0]);
     let row_len = conv.padded_row().1;
-    let bias = _mm512_set1_ps(bias);
     let (padded, out) = (padded.as_ptr(), out.as_mut_ptr().cast::<f32>());
-    for oy in 0..oh {
-        for first in (0..ow).step_by(16 * VECTORS) {
-            let left = ow - first;
-            let masks: [u16; VECTORS] =
-                std::array::from_fn(|v| lane_mask(left.saturating_sub(16 * v)));
-            let taps = Taps {
-                row: padded.add(oy * sh * row_len + first),
-                row_len,
-                rows: kh,
-                filter,
-                offsets,
-                masks,
-            };
-            let sums = match left.div_ceil(16) {
-                1 => pad_sums(taps.sums::<1>()),
-                2 => pad_sums(taps.sums::<2>()),
-                3 => pad_sums(taps.sums::<3>()),
-                _ => taps.sums::<VECTORS>(),
-            };
-            for (v, sum) in sums.into_iter().enumerate().take(left.div_ceil(16)) {
-                let value = bias_activation(sum, bias, activation);
-                _mm512_mask_storeu_ps(out.add(oy * ow + first + 16 * v), masks[v], value);
-            }
+    for first in (0..ow).step_by(16 * PLANE_VECTORS) {
+        let left = ow - first;
+        let taps = Taps {
+            column: padded.add(first),
+            row_len,
+            rows: kh,
+            stride: sh,
+            filter,
+            offsets,
+            masks: std::array::from_fn(|v| lane_mask(left.saturating_sub(16 * v))),
+        };
+        let rows = OutputRows {
+            out: out.add(first),
+            width: ow,
+            height: oh,
+            bias,
+            activation,
+        };
+        // Enough rows of registers for eight or more independent chains of sums.
+        match left.div_ceil(16) {
+            1 => rows.compute::<KW, 1, 8>(&taps),
+            2 => rows.compute::<KW, 2, 4>(&taps),
+            3 => rows.compute::<KW, 3, 3>(&taps),
+            _ => rows.compute::<KW, PLANE_VECTORS, 2>(&taps),
         }
     }
 }
 
+/// Registers of output columns in one block of [`planes_avx512`].
+#[cfg(target_arch = "x86_64")]
+const PLANE_VECTORS: usize = 4;
+
 /// The operands of one block of output columns in [`planes_avx512`].
 #[cfg(target_arch = "x86_64")]
 struct Taps<'a, const KW: usize> {
-    /// The block's first column in the padded row of its first tap row.
-    row: *const f32,
+    /// The block's first column in the first padded row.
+    column: *const f32,
     /// Values from one padded row to the next.
     row_len: usize,
     /// Kernel rows.
     rows: usize,
+    /// Padded rows from one output row to the next.
+    stride: usize,
     /// The channel's kh x KW filter.
     filter: &'a [f32],
     /// Where each tap column reads, from the block's first column.
     offsets: [usize; KW],
     /// Valid columns of each register.
-    masks: [u16; 4],
+    masks: [u16; PLANE_VECTORS],
 }
 
 #[cfg(target_arch = "x86_64")]
 impl<const KW: usize> Taps<'_, KW> {
-    /// The sums over all taps of `V` registers of output columns.
+    /// The sums over all taps of `R` output rows from `top`, `V` registers each.
+    ///
+    /// Each padded row is loaded once for all the output rows that read it, and the `R x V`
+    /// sums are independent chains of multiply-adds: one output row of one or two registers
+    /// waited on the latency of each multiply-add (the 18x18 and 36x36 planes of
+    /// EfficientNet-Lite0 at 288x288).
     ///
     /// # Safety
-    /// Needs AVX-512F; the masked columns of every tap row lie inside the padded plane.
+    /// Needs AVX-512F; the masked columns of every padded row the `R` output rows read lie
+    /// inside the padded plane.
     #[target_feature(enable = "avx512f")]
-    unsafe fn sums<const V: usize>(&self) -> [std::arch::x86_64::__m512; V] {
+    unsafe fn sums<const V: usize, const R: usize>(
+        &self,
+        top: usize,
+    ) -> [[std::arch::x86_64::__m512; V]; R] {
         use std::arch::x86_64::*;
-        let mut sums = [_mm512_setzero_ps(); V];
-        for ky in 0..self.rows {
-            let row = self.row.add(ky * self.row_len);
+        let mut sums = [[_mm512_setzero_ps(); V]; R];
+        let first = self.column.add(top * self.stride * self.row_len);
+        for i in 0..(R - 1) * self.stride + self.rows {
+            let row = first.add(i * self.row_len);
             for (kx, &offset) in self.offsets.iter().enumerate() {
-                let weight = _mm512_set1_ps(*self.filter.get_unchecked(ky * KW + kx));
-                for (v, sum) in sums.iter_mut().enumerate() {
-                    let x = _mm512_maskz_loadu_ps(self.masks[v], row.add(offset + 16 * v));
-                    *sum = _mm512_fmadd_ps(x, weight, *sum);
+                let x: [__m512; V] = std::array::from_fn(|v| {
+                    _mm512_maskz_loadu_ps(self.masks[v], row.add(offset + 16 * v))
+                });
+                for (r, sums) in sums.iter_mut().enumerate() {
+                    // Padded row `i` is kernel row `ky` of output row `r`.
+                    let ky = i.wrapping_sub(r * self.stride);
+                    if ky < self.rows {
+                        let weight = _mm512_set1_ps(*self.filter.get_unchecked(ky * KW + kx));
+                        for (sum, &x) in sums.iter_mut().zip(&x) {
+                            *sum = _mm512_fmadd_ps(x, weight, *sum);
+                        }
+                    }
                 }
             }
         }
@@ -670,14 +692,62 @@ impl<const KW: usize> Taps<'_, KW> {
     }
 }
 
-/// `V` registers of sums as four, the rest zero.
+/// Where [`planes_avx512`] stores one block of output columns, and how.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn pad_sums<const V: usize>(
-    sums: [std::arch::x86_64::__m512; V],
-) -> [std::arch::x86_64::__m512; 4] {
-    use std::arch::x86_64::*;
-    std::array::from_fn(|v| sums.get(v).copied().unwrap_or(_mm512_setzero_ps()))
+struct OutputRows {
+    /// The block's first column in the first output row.
+    out: *mut f32,
+    /// Output columns (the row length).
+    width: usize,
+    /// Output rows.
+    height: usize,
+    bias: f32,
+    activation: Activation,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl OutputRows {
+    /// Every output row of the block, `R` at a time (the last `R` rows may overlap the rows
+    /// before them, which are then computed and stored twice, with the same values).
+    ///
+    /// # Safety
+    /// Needs AVX-512F; `taps` reads inside the padded plane for every output row, and the
+    /// masked columns of every row lie inside the output.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn compute<const KW: usize, const V: usize, const R: usize>(&self, taps: &Taps<KW>) {
+        if self.height < R {
+            for oy in 0..self.height {
+                self.store(oy, taps.sums::<V, 1>(oy), taps);
+            }
+            return;
+        }
+        let mut oy = 0;
+        while oy < self.height {
+            let top = oy.min(self.height - R);
+            self.store(top, taps.sums::<V, R>(top), taps);
+            oy = top + R;
+        }
+    }
+
+    /// `sums` with the bias and activation, as the output rows from `top`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store<const KW: usize, const V: usize, const R: usize>(
+        &self,
+        top: usize,
+        sums: [[std::arch::x86_64::__m512; V]; R],
+        taps: &Taps<KW>,
+    ) {
+        use super::avx512::bias_activation;
+        use std::arch::x86_64::*;
+        let bias = _mm512_set1_ps(self.bias);
+        for (r, sums) in sums.into_iter().enumerate() {
+            let row = self.out.add((top + r) * self.width);
+            for (v, sum) in sums.into_iter().enumerate() {
+                let value = bias_activation(sum, bias, self.activation);
+                _mm512_mask_storeu_ps(row.add(16 * v), taps.masks[v], value);
+            }
+        }
+    }
 }
 
 /// [`ConvolvePlane`] for kernel width `KW` and column stride `SW`: [`PLANE_BLOCK`] output
