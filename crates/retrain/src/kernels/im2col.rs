@@ -38,14 +38,15 @@ impl Im2col {
     }
 
     /// The rows (channel, tap) x `count` columns (output pixels from `first`, row-major) of
-    /// `image`'s patches, into `columns`.
+    /// `image`'s patches, into `columns`. Every value is written (the buffer is reused from
+    /// block to block without clearing): within an output row the input column advances by the
+    /// stride, so each run is zeros, a strided copy of one input row, zeros.
     fn gather(&self, image: &[f32], first: usize, count: usize, columns: &mut Vec<f32>) {
         let [h, w] = self.input;
         let [kh, kw] = self.kernel;
         let [sh, sw] = self.stride;
         let [(top, _), (left, _)] = self.padding;
         let [_, ow] = self.output();
-        columns.clear();
         columns.resize(self.in_channels * kh * kw * count, 0.0);
         let mut rows = columns.chunks_exact_mut(count);
         for plane in image.chunks_exact(h * w).take(self.in_channels) {
@@ -53,25 +54,52 @@ impl Im2col {
                 for kx in 0..kw {
                     let row = rows.next().expect("one row per channel and tap");
                     let mut pixel = first;
-                    // Output row by output row: within one the input column advances by the
-                    // stride, so only its ends can fall in the padding.
                     while pixel < first + count {
                         let (oy, ox) = (pixel / ow, pixel % ow);
                         let run = (ow - ox).min(first + count - pixel);
                         let out = &mut row[pixel - first..pixel - first + run];
                         pixel += run;
                         let Some(iy) = (oy * sh + ky).checked_sub(top).filter(|&y| y < h) else {
-                            continue; // the padding rows: the zeros already there
+                            out.fill(0.0); // a padding row
+                            continue;
                         };
-                        let source = &plane[iy * w..(iy + 1) * w];
-                        for (i, value) in out.iter_mut().enumerate() {
-                            let ix = ((ox + i) * sw + kx).wrapping_sub(left);
-                            if ix < w {
-                                *value = source[ix];
-                            }
-                        }
+                        // Output column ox + i reads input column (ox + i) * sw + kx - left:
+                        // inside the row for i in before..after.
+                        let start = ox * sw + kx;
+                        let before = left.saturating_sub(start).div_ceil(sw).min(run);
+                        let after = (w + left)
+                            .saturating_sub(start)
+                            .div_ceil(sw)
+                            .clamp(before, run);
+                        let source = &plane[iy * w..(iy + 1) * w][start + before * sw - left..];
+                        out[..before].fill(0.0);
+                        strided_copy(&mut out[before..after], source, sw);
+                        out[after..].fill(0.0);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// `out[i] = source[i * stride]`; the copy vectorizes for strides 1 and 2.
+fn strided_copy(out: &mut [f32], source: &[f32], stride: usize) {
+    match stride {
+        1 => out.copy_from_slice(&source[..out.len()]),
+        2 => {
+            // Whole pairs as one loop (a strided iterator does not vectorize), then the last
+            // value, whose pair may end past the row.
+            let Some((last, body)) = out.split_last_mut() else {
+                return;
+            };
+            for (o, pair) in body.iter_mut().zip(source.chunks_exact(2)) {
+                *o = pair[0];
+            }
+            *last = source[2 * body.len()];
+        }
+        _ => {
+            for (o, &v) in out.iter_mut().zip(source.iter().step_by(stride)) {
+                *o = v;
             }
         }
     }
@@ -177,6 +205,8 @@ mod tests {
             ([5, 6], [9, 11], [1, 1], [2, 2], [(0, 0), (0, 0)]),
             ([4, 5], [10, 9], [3, 3], [1, 2], [(1, 1), (0, 2)]),
             ([2, 3], [6, 8], [1, 3], [1, 1], [(0, 0), (1, 1)]),
+            // Stride 3 (the general strided copy), padding on both sides of every row.
+            ([2, 4], [11, 10], [3, 3], [3, 3], [(1, 1), (2, 2)]),
         ];
         for ([c, k], input, kernel, stride, padding) in cases {
             let conv = Im2col {
