@@ -536,8 +536,9 @@ fn row_kernel(width: usize, stride: usize) -> Option<RowKernels> {
     })
 }
 
-/// [`convolve_plane`] on AVX-512: 64 output columns at a time in four registers, loads and
-/// stores masked at the row's end, bias and activation applied in registers. Twice the lanes
+/// [`convolve_plane`] on AVX-512: up to 64 output columns of two to eight output rows at a
+/// time ([`Taps::sums`]), loads and stores masked at the row's end, bias and activation
+/// applied in registers. Twice the lanes
 /// of the AVX2 loop, and its sums never leave the registers (LLVM kept spilling the arrays of
 /// the portable loop to the stack after every FMA). Chosen only where
 /// [`super::avx512::available`].
