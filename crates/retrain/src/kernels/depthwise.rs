@@ -5,7 +5,8 @@
 //! zero-padded, into a per-thread scratch buffer with its columns split by stride phase, so
 //! every kernel tap reads contiguous columns whatever the stride and padding (TF "SAME" pads
 //! asymmetrically); eight output columns accumulate all taps in registers, and the bias and
-//! activation are applied while the plane is in cache. Burn's depthwise path pads into a new
+//! activation are applied while the plane is in cache. On AVX-512, column stride 1 reads the
+//! plane in place instead, the padding left out by masked loads. Burn's depthwise path pads into a new
 //! tensor for asymmetric padding and runs the activation as a separate pass.
 //!
 //! Planes narrower than [`LANES`] (the 7x7 maps at the end of EfficientNet, where most columns
@@ -111,7 +112,8 @@ impl ConvKernel for Depthwise {
         } else if self.across_channels() {
             self.run_across_channels(input, kernel, bias, activation, out);
         } else {
-            let rows = row_kernel(self.kernel[1], self.stride[1]).map(|kernels| kernels.plane);
+            let kernels = row_kernel(self.kernel[1], self.stride[1]);
+            let (rows, direct) = (kernels.map(|k| k.plane), kernels.and_then(|k| k.direct));
             out.par_chunks_mut(oh * ow)
                 .zip(input.par_chunks(h * w))
                 .enumerate()
@@ -119,6 +121,9 @@ impl ConvKernel for Depthwise {
                     let channel = plane % self.channels;
                     let filter = &kernel[channel * taps..(channel + 1) * taps];
                     let b = bias.map_or(0.0, |b| b[channel]);
+                    if let Some(convolve) = direct {
+                        return convolve(self, x, filter, b, activation, out);
+                    }
                     super::with_avx2(
                         #[inline(always)]
                         || self.pad_plane(x, &mut scratch.plane),
@@ -507,8 +512,11 @@ struct RowKernels {
     across: Convolve,
     /// The kernel gradient across channels (stride 1).
     gradient: Accumulate,
-    /// Forward plane by plane (wide planes).
+    /// Forward plane by plane (wide planes), from the padded plane.
     plane: ConvolvePlane,
+    /// Forward plane by plane straight from the input plane, where there is such a loop
+    /// (column stride 1 on AVX-512): no padded copy.
+    direct: Option<ConvolvePlane>,
 }
 
 /// The row loops for a kernel `width` and `stride`, compiled for those numbers (the tap loops
@@ -523,6 +531,8 @@ fn row_kernel(width: usize, stride: usize) -> Option<RowKernels> {
             } else {
                 convolve_plane::<KW, SW>
             },
+            direct: (SW == 1 && super::avx512::available())
+                .then_some(convolve_direct_avx512::<KW> as ConvolvePlane),
         }
     }
     Some(match (width, stride) {
@@ -571,7 +581,16 @@ fn convolve_plane_avx512<const KW: usize, const SW: usize>(
     // output columns of each row, which read inside `padded` and write inside `out` (both
     // sizes checked above).
     unsafe {
-        planes_avx512::<KW, SW>(conv, padded, filter, bias, activation, out, offsets)
+        let source = Source {
+            start: padded.as_ptr(),
+            row_len,
+            offsets,
+            left: 0,
+            width: usize::MAX,
+            top: 0,
+            height: usize::MAX,
+        };
+        planes_avx512::<KW>(conv, source, filter, bias, activation, out)
     };
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
@@ -580,36 +599,111 @@ fn convolve_plane_avx512<const KW: usize, const SW: usize>(
     );
 }
 
+/// [`convolve_plane_avx512`] for column stride 1 straight from the input plane `x` (h x w),
+/// without the padded copy: the padding's taps are left out, rows by skipping them, columns
+/// by the load masks (a masked-off lane is never read, whatever its address). The copy was a
+/// pass over every plane's values through the cache before the taps read them again.
+fn convolve_direct_avx512<const KW: usize>(
+    conv: &Depthwise,
+    x: &[f32],
+    filter: &[f32],
+    bias: f32,
+    activation: Activation,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let [oh, ow] = conv.output();
+    let [h, w] = conv.input;
+    assert!(
+        conv.stride[1] == 1
+            && x.len() >= h * w
+            && filter.len() >= conv.kernel[0] * KW
+            && out.len() >= oh * ow,
+        "stride, plane, filter and output sizes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: chosen only where the CPU has AVX-512F; every load is masked to the lanes whose
+    // row and column lie inside the h x w plane `x`, and every store to the output columns of
+    // rows inside `out` (sizes checked above).
+    unsafe {
+        let source = Source {
+            start: x.as_ptr(),
+            row_len: w,
+            offsets: std::array::from_fn(|kx| kx),
+            left: conv.padding[1].0,
+            width: w,
+            top: conv.padding[0].0,
+            height: h,
+        };
+        planes_avx512::<KW>(conv, source, filter, bias, activation, out)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "AVX-512 is x86-64 only ({:?})",
+        (x, filter, bias, activation, out)
+    );
+}
+
+/// Where [`planes_avx512`] reads a plane: padded (every read inside it) or not (reads outside
+/// its rows skipped, outside its columns masked off).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Source<const KW: usize> {
+    /// Row 0, column 0.
+    start: *const f32,
+    /// Values from one row to the next.
+    row_len: usize,
+    /// Where tap column kx reads for output column ox: `offsets[kx] + ox - left`.
+    offsets: [usize; KW],
+    /// Padding columns before column 0 (0 for a padded plane).
+    left: usize,
+    /// Columns of a row (`usize::MAX` for a padded plane: none outside).
+    width: usize,
+    /// Padding rows before row 0 (0 for a padded plane).
+    top: usize,
+    /// Rows (`usize::MAX` for a padded plane: none outside).
+    height: usize,
+}
+
 /// The loops of [`convolve_plane_avx512`].
 ///
 /// # Safety
 /// Needs AVX-512F; `padded`, `filter` and `out` as checked by the caller.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn planes_avx512<const KW: usize, const SW: usize>(
+unsafe fn planes_avx512<const KW: usize>(
     conv: &Depthwise,
-    padded: &[f32],
+    source: Source<KW>,
     filter: &[f32],
     bias: f32,
     activation: Activation,
     out: &mut [MaybeUninit<f32>],
-    offsets: [usize; KW],
 ) {
-    use super::avx512::lane_mask;
     let [oh, ow] = conv.output();
     let (kh, sh) = (conv.kernel[0], conv.stride[0]);
-    let row_len = conv.padded_row().1;
-    let (padded, out) = (padded.as_ptr(), out.as_mut_ptr().cast::<f32>());
+    let out = out.as_mut_ptr().cast::<f32>();
     for first in (0..ow).step_by(16 * PLANE_VECTORS) {
         let left = ow - first;
+        // Output column c of tap column kx reads column c + offsets[kx] - source.left: inside
+        // the row for c in lo..hi.
+        let masks = std::array::from_fn(|kx| {
+            let offset = source.offsets[kx];
+            let lo = source.left.saturating_sub(offset);
+            let hi = ow.min(
+                source
+                    .width
+                    .saturating_add(source.left)
+                    .saturating_sub(offset),
+            );
+            std::array::from_fn(|v| lanes_between(first + 16 * v, lo, hi))
+        });
         let taps = Taps {
-            column: padded.add(first),
-            row_len,
+            source,
+            first,
             rows: kh,
             stride: sh,
             filter,
-            offsets,
-            masks: std::array::from_fn(|v| lane_mask(left.saturating_sub(16 * v))),
+            masks,
+            stored: std::array::from_fn(|v| lanes_between(first + 16 * v, 0, ow)),
         };
         let rows = OutputRows {
             out: out.add(first),
@@ -632,50 +726,69 @@ unsafe fn planes_avx512<const KW: usize, const SW: usize>(
 #[cfg(target_arch = "x86_64")]
 const PLANE_VECTORS: usize = 4;
 
+/// The mask of the lanes of a 16-lane register from column `base` whose column lies in
+/// `lo..hi`.
+#[cfg(target_arch = "x86_64")]
+fn lanes_between(base: usize, lo: usize, hi: usize) -> u16 {
+    use super::avx512::lane_mask;
+    let (from, to) = (lo.saturating_sub(base), hi.saturating_sub(base));
+    lane_mask(to) & !lane_mask(from)
+}
+
 /// The operands of one block of output columns in [`planes_avx512`].
 #[cfg(target_arch = "x86_64")]
 struct Taps<'a, const KW: usize> {
-    /// The block's first column in the first padded row.
-    column: *const f32,
-    /// Values from one padded row to the next.
-    row_len: usize,
+    /// The plane the taps read.
+    source: Source<KW>,
+    /// The block's first output column.
+    first: usize,
     /// Kernel rows.
     rows: usize,
-    /// Padded rows from one output row to the next.
+    /// Rows from one output row to the next.
     stride: usize,
     /// The channel's kh x KW filter.
     filter: &'a [f32],
-    /// Where each tap column reads, from the block's first column.
-    offsets: [usize; KW],
-    /// Valid columns of each register.
-    masks: [u16; PLANE_VECTORS],
+    /// For each tap column, the lanes of each register that read inside the row.
+    masks: [[u16; PLANE_VECTORS]; KW],
+    /// The output columns of each register.
+    stored: [u16; PLANE_VECTORS],
 }
 
 #[cfg(target_arch = "x86_64")]
 impl<const KW: usize> Taps<'_, KW> {
     /// The sums over all taps of `R` output rows from `top`, `V` registers each.
     ///
-    /// Each padded row is loaded once for all the output rows that read it, and the `R x V`
+    /// Each source row is loaded once for all the output rows that read it, and the `R x V`
     /// sums are independent chains of multiply-adds: one output row of one or two registers
     /// waited on the latency of each multiply-add (the 18x18 and 36x36 planes of
     /// EfficientNet-Lite0 at 288x288).
     ///
     /// # Safety
-    /// Needs AVX-512F; the masked columns of every padded row the `R` output rows read lie
-    /// inside the padded plane.
+    /// Needs AVX-512F; the masked columns of every source row the `R` output rows read lie
+    /// inside the source plane.
     #[target_feature(enable = "avx512f")]
     unsafe fn sums<const V: usize, const R: usize>(
         &self,
         top: usize,
     ) -> [[std::arch::x86_64::__m512; V]; R] {
         use std::arch::x86_64::*;
+        let source = &self.source;
         let mut sums = [[_mm512_setzero_ps(); V]; R];
-        let first = self.column.add(top * self.stride * self.row_len);
         for i in 0..(R - 1) * self.stride + self.rows {
-            let row = first.add(i * self.row_len);
-            for (kx, &offset) in self.offsets.iter().enumerate() {
+            // Source row y: rows outside the plane are padding, whose taps add nothing.
+            let y = (top * self.stride + i).wrapping_sub(source.top);
+            if y >= source.height {
+                continue;
+            }
+            // Wrapping arithmetic: before the plane's start where the block's first lanes
+            // read the left padding, which their masks keep from being read.
+            let row = source
+                .start
+                .wrapping_add(y * source.row_len + self.first)
+                .wrapping_sub(source.left);
+            for (kx, &offset) in source.offsets.iter().enumerate() {
                 let x: [__m512; V] = std::array::from_fn(|v| {
-                    _mm512_maskz_loadu_ps(self.masks[v], row.add(offset + 16 * v))
+                    _mm512_maskz_loadu_ps(self.masks[kx][v], row.wrapping_add(offset + 16 * v))
                 });
                 for (r, sums) in sums.iter_mut().enumerate() {
                     // Padded row `i` is kernel row `ky` of output row `r`.
@@ -745,7 +858,7 @@ impl OutputRows {
             let row = self.out.add((top + r) * self.width);
             for (v, sum) in sums.into_iter().enumerate() {
                 let value = bias_activation(sum, bias, self.activation);
-                _mm512_mask_storeu_ps(row.add(16 * v), taps.masks[v], value);
+                _mm512_mask_storeu_ps(row.add(16 * v), taps.stored[v], value);
             }
         }
     }
@@ -1241,7 +1354,8 @@ mod tests {
     #[test]
     fn portable_plane_loops_match_the_avx512_ones() {
         // `run` takes the AVX-512 loops where the CPU has them; the portable ones (other CPUs)
-        // are compared with them here on the same padded planes.
+        // are compared with them here on the same padded planes, and at stride 1 the loops
+        // that read the unpadded plane with them too.
         if !super::super::avx512::available() {
             eprintln!("skipped: this CPU has no AVX-512 (the portable loops ran above)");
             return;
@@ -1252,6 +1366,9 @@ mod tests {
             (5, 1, [(2, 2), (2, 2)], [6, 19]),
             (5, 2, [(1, 2), (1, 2)], [7, 37]),
             (7, 1, [(3, 3), (3, 3)], [8, 130]),
+            // Uneven padding (all before or all after), and none.
+            (3, 1, [(0, 2), (2, 0)], [11, 37]),
+            (5, 1, [(0, 0), (0, 0)], [9, 40]),
         ] {
             let conv = Depthwise {
                 batch: 1,
@@ -1266,40 +1383,53 @@ mod tests {
             let mut padded = Vec::new();
             conv.pad_plane(&x, &mut padded);
             let [oh, ow] = conv.output();
-            let run = |plane: ConvolvePlane| {
+            let run_on = |source: &[f32], plane: ConvolvePlane| {
                 let mut out = vec![MaybeUninit::new(f32::NAN); oh * ow];
-                plane(&conv, &padded, &filter, 0.25, Activation::Relu6, &mut out);
+                plane(&conv, source, &filter, 0.25, Activation::Relu6, &mut out);
                 // SAFETY: initialized above (and overwritten by the loops).
                 out.into_iter()
                     .map(|v| unsafe { v.assume_init() })
                     .collect::<Vec<f32>>()
             };
-            let (portable, avx512) = match (kernel, stride) {
+            let run = |plane: ConvolvePlane| run_on(&padded, plane);
+            let (portable, avx512, direct) = match (kernel, stride) {
                 (3, 1) => (
                     run(convolve_plane::<3, 1>),
                     run(convolve_plane_avx512::<3, 1>),
+                    Some(run_on(&x, convolve_direct_avx512::<3>)),
                 ),
                 (3, 2) => (
                     run(convolve_plane::<3, 2>),
                     run(convolve_plane_avx512::<3, 2>),
+                    None,
                 ),
                 (5, 1) => (
                     run(convolve_plane::<5, 1>),
                     run(convolve_plane_avx512::<5, 1>),
+                    Some(run_on(&x, convolve_direct_avx512::<5>)),
                 ),
                 (5, 2) => (
                     run(convolve_plane::<5, 2>),
                     run(convolve_plane_avx512::<5, 2>),
+                    None,
                 ),
                 _ => (
                     run(convolve_plane::<7, 1>),
                     run(convolve_plane_avx512::<7, 1>),
+                    Some(run_on(&x, convolve_direct_avx512::<7>)),
                 ),
             };
             assert!(
                 portable.iter().all(|v| v.is_finite()),
                 "{conv:?}: every output written"
             );
+            if let Some(direct) = direct {
+                let worst = max_difference(&portable, &direct);
+                assert!(
+                    worst < 1e-5,
+                    "{conv:?}: unpadded plane, max difference {worst}"
+                );
+            }
             let worst = max_difference(&portable, &avx512);
             assert!(worst < 1e-5, "{conv:?}: max difference {worst}");
         }
