@@ -6,8 +6,8 @@
 //! every kernel tap reads contiguous columns whatever the stride and padding (TF "SAME" pads
 //! asymmetrically); eight output columns accumulate all taps in registers, and the bias and
 //! activation are applied while the plane is in cache. On AVX-512, column stride 1 reads the
-//! plane in place instead, the padding left out by masked loads. Burn's depthwise path pads into a new
-//! tensor for asymmetric padding and runs the activation as a separate pass.
+//! plane in place instead, the padding left out by masked loads. Burn's depthwise path pads
+//! into a new tensor for asymmetric padding and runs the activation as a separate pass.
 //!
 //! Planes narrower than [`LANES`] (the 7x7 maps at the end of EfficientNet, where most columns
 //! of a plane-wide register would be wasted) go across channels instead: eight channels' planes
@@ -548,10 +548,9 @@ fn row_kernel(width: usize, stride: usize) -> Option<RowKernels> {
 
 /// [`convolve_plane`] on AVX-512: up to 64 output columns of two to eight output rows at a
 /// time ([`Taps::sums`]), loads and stores masked at the row's end, bias and activation
-/// applied in registers. Twice the lanes
-/// of the AVX2 loop, and its sums never leave the registers (LLVM kept spilling the arrays of
-/// the portable loop to the stack after every FMA). Chosen only where
-/// [`super::avx512::available`].
+/// applied in registers. Twice the lanes of the AVX2 loop, and its sums never leave the
+/// registers (LLVM kept spilling the arrays of the portable loop to the stack after every
+/// FMA). Chosen only where [`super::avx512::available`].
 fn convolve_plane_avx512<const KW: usize, const SW: usize>(
     conv: &Depthwise,
     padded: &[f32],
@@ -664,10 +663,11 @@ struct Source<const KW: usize> {
     height: usize,
 }
 
-/// The loops of [`convolve_plane_avx512`].
+/// The loops of [`convolve_plane_avx512`] and [`convolve_direct_avx512`].
 ///
 /// # Safety
-/// Needs AVX-512F; `padded`, `filter` and `out` as checked by the caller.
+/// Needs AVX-512F; `source` must describe a plane whose rows and columns inside it are
+/// readable, `filter` must hold the kernel and `out` the output plane (as the callers check).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn planes_avx512<const KW: usize>(
