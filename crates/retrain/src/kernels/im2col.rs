@@ -71,9 +71,13 @@ impl Im2col {
                             .saturating_sub(start)
                             .div_ceil(sw)
                             .clamp(before, run);
-                        let source = &plane[iy * w..(iy + 1) * w][start + before * sw - left..];
                         out[..before].fill(0.0);
-                        strided_copy(&mut out[before..after], source, sw);
+                        if before < after {
+                            // Column `before` is inside the row, so this does not underflow.
+                            let from = start + before * sw - left;
+                            let row = &plane[iy * w..(iy + 1) * w];
+                            strided_copy(&mut out[before..after], &row[from..], sw);
+                        }
                         out[after..].fill(0.0);
                     }
                 }
@@ -207,6 +211,8 @@ mod tests {
             ([2, 3], [6, 8], [1, 3], [1, 1], [(0, 0), (1, 1)]),
             // Stride 3 (the general strided copy), padding on both sides of every row.
             ([2, 4], [11, 10], [3, 3], [3, 3], [(1, 1), (2, 2)]),
+            // A kernel wider than the input: whole runs read only padding columns.
+            ([2, 3], [3, 2], [7, 7], [1, 1], [(3, 3), (3, 3)]),
         ];
         for ([c, k], input, kernel, stride, padding) in cases {
             let conv = Im2col {
