@@ -1369,6 +1369,9 @@ mod tests {
             // Uneven padding (all before or all after), and none.
             (3, 1, [(0, 2), (2, 0)], [11, 37]),
             (5, 1, [(0, 0), (0, 0)], [9, 40]),
+            // Planes fewer rows high than the kernel: most taps read padding rows.
+            (5, 1, [(2, 2), (2, 2)], [1, 40]),
+            (7, 1, [(3, 3), (3, 3)], [2, 20]),
         ] {
             let conv = Depthwise {
                 batch: 1,
