@@ -5,8 +5,9 @@
 //! here at ~3 TFLOP/s per core, 13x the AVX-512 f32 FMAs (AVX512-BF16's VDPBF16PS measured
 //! at half of them, so it is not used). Each product takes a left-hand side packed once (the
 //! weights, [`PackedLhs`]) and a right-hand side packed per block of columns (the feature map,
-//! rounded to bf16 as it is packed, see [`interleave_bf16`]); the sums stay f32 and come back as a
-//! row-major block for the caller's bias and activation.
+//! rounded to bf16 as it is packed, see [`interleave_bf16`]); the sums stay f32 and get the
+//! caller's bias and activation per 32 x 32 panel, on their way from the tiles to the output
+//! ([`Sums`]).
 //!
 //! Rust has no stable AMX intrinsics, so the tile instructions are inline assembly, used only
 //! where the CPU reports AMX-TILE and AMX-BF16 and Linux grants the process the tile state
@@ -15,6 +16,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::avx512::lane_mask;
 use super::bf16::Precision;
+use super::Activation;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
@@ -29,8 +31,11 @@ const PANEL: usize = 2 * TILE_ROWS;
 /// Bytes of the packed right-hand side per block of columns: it is read once per panel of rows,
 /// so it should stay in L2.
 const RHS_BYTES: usize = 1 << 20;
-/// Bytes of the sums of a block: they are read once more for the bias and activation.
-const SUMS_BYTES: usize = 256 << 10;
+/// Bytes of the sums of a block, a bound on its columns where there are many rows. The sums are
+/// not read back (each panel gets its bias on its way out), so this only keeps the block's
+/// output streams few; 256 KiB, 1 MiB and no bound measured within noise of each other
+/// (MobileNetV2 bf16, batch 8), 1 MiB ahead by 1-3%.
+const SUMS_BYTES: usize = 1 << 20;
 
 /// Whether this CPU and OS run the tile products: AMX-TILE and AMX-BF16 (CPUID leaf 7),
 /// AVX512-BF16 for the conversions to bf16, and the tile data state granted by Linux (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, asked once per
@@ -190,15 +195,14 @@ impl PackedLhs {
 
     /// The product of this left-hand side and `rhs` (depth x `count` values, rows `stride`
     /// apart, rounded to bf16 as they are packed into `scratch`): the rows x `count` f32 sums,
-    /// written to `out` with rows `out_stride` apart.
+    /// finished and stored as `sums` says.
     pub fn multiply(
         &self,
         rhs: &[f32],
         stride: usize,
         count: usize,
         scratch: &mut TileScratch,
-        out: &mut [MaybeUninit<f32>],
-        out_stride: usize,
+        sums: Sums<'_>,
     ) {
         // `product` checks the tiles and the output; this checks what only the packing reads.
         assert!(
@@ -220,23 +224,21 @@ impl PackedLhs {
         // SAFETY: the packed right-hand side holds depth_tiles x 16 rows of `row_pairs` pairs,
         // at least count.div_ceil(32) * 32 of them: column tile j's depth tile d starts at
         // pair 16 j of row 16 d.
-        unsafe { self.product(tiles, count, out, out_stride, &mut scratch.sums) }
+        unsafe { self.product(tiles, count, sums) }
     }
 
     /// The rows x `count` sums of this left-hand side times the right-hand tiles `rhs`,
-    /// written to `out` with rows `out_stride` apart; `sums` holds the tiles past its edges.
+    /// finished and stored as `sums` says.
+    ///
+    /// Each panel of 32 x 32 sums goes from the tiles to a buffer in L1, and from there, with
+    /// its bias and activation, to the output: one pass over the output instead of the tiles
+    /// storing it and a second pass adding the bias (8% of a bf16 MobileNetV2 forward was that
+    /// second pass), and no separate copy for the panels past the output's edges (masked).
     ///
     /// # Safety
     /// Every tile of `rhs` (16 rows of 64 bytes, `rhs.row_bytes` apart) for the column tiles
     /// below `count.div_ceil(32) * 2` and each offset must be readable.
-    pub(crate) unsafe fn product(
-        &self,
-        rhs: RhsTiles<'_>,
-        count: usize,
-        out: &mut [MaybeUninit<f32>],
-        out_stride: usize,
-        sums: &mut Vec<f32>,
-    ) {
+    pub(crate) unsafe fn product(&self, rhs: RhsTiles<'_>, count: usize, sums: Sums<'_>) {
         assert!(available(), "AMX tiles are not available on this CPU");
         assert_eq!(
             rhs.offsets.len(),
@@ -244,26 +246,29 @@ impl PackedLhs {
             "one offset per depth tile"
         );
         assert!(
-            self.rows == 0 || out.len() >= (self.rows - 1) * out_stride + count,
+            self.rows == 0 || sums.out.len() >= (self.rows - 1) * sums.stride + count,
             "output too short"
         );
+        assert!(
+            sums.bias.is_none_or(|bias| bias.len() >= self.rows),
+            "one bias per row"
+        );
         let column_tiles = count.div_ceil(PANEL) * 2;
-        // The tiles past the edges of the output go to `sums` (not cleared: only the values
-        // they store are read back; only grown, as the packed right-hand side).
-        let sums_stride = column_tiles * TILE_ROWS;
-        let sums_len = self.row_tiles * TILE_ROWS * sums_stride;
-        if sums.len() < sums_len {
-            sums.resize(sums_len, 0.0);
-        }
-        let inside = |row_tile: usize, column_tile: usize| {
-            (row_tile + 1) * TILE_ROWS <= self.rows && (column_tile + 1) * TILE_ROWS <= count
-        };
-        let (out, sums_at) = (out.as_mut_ptr().cast::<f32>(), sums.as_mut_ptr());
+        let out = sums.out.as_mut_ptr().cast::<f32>();
+        let mut panel = Panel([0.0; PANEL * PANEL]);
+        let at = panel.0.as_mut_ptr() as usize;
+        let (row_bytes, half) = (PANEL * 4, TILE_ROWS * 4);
+        let targets = [
+            [at, row_bytes],
+            [at + half, row_bytes],
+            [at + TILE_ROWS * row_bytes, row_bytes],
+            [at + TILE_ROWS * row_bytes + half, row_bytes],
+        ];
         // SAFETY: the tile state was granted (`available`). Each call reads two row tiles of
         // `depth_tiles` tiles inside `self.pairs` (row_tiles x depth_tiles tiles, row_tiles
-        // even), two column tiles of `rhs` (caller), and writes four 16 x 16 tiles: into `out`
-        // where all their values are inside its rows x count (checked above), else into `sums`
-        // (row_tiles x 16 rows of column_tiles x 16 values).
+        // even), two column tiles of `rhs` (caller), and writes the four 16 x 16 tiles of
+        // `panel`; `store_panel` writes the panel's rows below `rows` and columns below
+        // `count`, inside `out` (checked above), and reads the biases of those rows.
         unsafe {
             configure_tiles();
             for row_tile in (0..self.row_tiles).step_by(2) {
@@ -271,21 +276,14 @@ impl PackedLhs {
                     .pairs
                     .as_ptr()
                     .add(row_tile * self.depth_tiles * TILE_PAIRS);
+                let row = row_tile * TILE_ROWS;
+                let rows = PANEL.min(self.rows - row);
+                let bias = sums.bias.map(|bias| &bias[row..row + rows]);
                 for column_tile in (0..column_tiles).step_by(2) {
                     let first = rhs
                         .base
                         .cast::<u8>()
                         .add(column_tile * rhs.column_tile_bytes);
-                    let targets = [(0, 0), (0, 1), (1, 0), (1, 1)].map(|(r, c)| {
-                        let (r, c) = (row_tile + r, column_tile + c);
-                        if inside(r, c) {
-                            let at = out.add(r * TILE_ROWS * out_stride + c * TILE_ROWS);
-                            [at as usize, out_stride * 4]
-                        } else {
-                            let at = sums_at.add(r * TILE_ROWS * sums_stride + c * TILE_ROWS);
-                            [at as usize, sums_stride * 4]
-                        }
-                    });
                     panel_product(
                         [lhs, lhs.add(self.depth_tiles * TILE_PAIRS)],
                         [first, first.add(rhs.column_tile_bytes)],
@@ -293,29 +291,81 @@ impl PackedLhs {
                         rhs.offsets,
                         &targets,
                     );
+                    let column = column_tile * TILE_ROWS;
+                    store_panel(
+                        &panel,
+                        out.add(row * sums.stride + column),
+                        sums.stride,
+                        [rows, PANEL.min(count - column)],
+                        bias,
+                        sums.activation,
+                    );
                 }
             }
             release_tiles();
         }
-        // The edge tiles' values inside the output.
-        for row_tile in 0..self.row_tiles {
-            for column_tile in 0..column_tiles {
-                if inside(row_tile, column_tile) {
-                    continue;
-                }
-                let (row, column) = (row_tile * TILE_ROWS, column_tile * TILE_ROWS);
-                let width = TILE_ROWS.min(count.saturating_sub(column));
-                for r in row..self.rows.min(row + TILE_ROWS) {
-                    let from = &sums[r * sums_stride + column..][..width];
-                    // SAFETY: row r < rows, columns column..column + width <= count of `out`.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            from.as_ptr(),
-                            out.add(r * out_stride + column),
-                            width,
-                        )
-                    };
-                }
+    }
+}
+
+/// Where a product's sums go: row r, column j to `out[r * stride + j]`, plus `bias[r]` where
+/// there is a bias, through `activation`.
+#[derive(Debug)]
+pub struct Sums<'a> {
+    /// The output, rows `stride` apart.
+    pub out: &'a mut [MaybeUninit<f32>],
+    /// Values from one row of the output to the next.
+    pub stride: usize,
+    /// One bias per row of the left-hand side.
+    pub bias: Option<&'a [f32]>,
+    /// The activation after the bias.
+    pub activation: Activation,
+}
+
+impl<'a> Sums<'a> {
+    /// The plain sums, no bias, no activation.
+    pub fn plain(out: &'a mut [MaybeUninit<f32>], stride: usize) -> Self {
+        Sums {
+            out,
+            stride,
+            bias: None,
+            activation: Activation::Linear,
+        }
+    }
+}
+
+/// One panel of 32 x 32 sums, rows of 128 bytes, aligned for the tile stores.
+#[repr(C, align(64))]
+struct Panel([f32; PANEL * PANEL]);
+
+#[cfg(target_arch = "x86_64")]
+/// The first `shape` = [rows, columns] of `panel`, each row plus its bias, through
+/// `activation`, to `out` (rows `stride` apart).
+///
+/// # Safety
+/// `out` must have `shape[0]` rows of `shape[1]` writable values `stride` apart, `bias` (if
+/// any) `shape[0]` values, and the CPU AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_panel(
+    panel: &Panel,
+    out: *mut f32,
+    stride: usize,
+    shape: [usize; 2],
+    bias: Option<&[f32]>,
+    activation: Activation,
+) {
+    use super::avx512::bias_activation;
+    use std::arch::x86_64::*;
+    let [rows, columns] = shape;
+    let masks = [lane_mask(columns), lane_mask(columns.saturating_sub(16))];
+    for (r, sums) in panel.0.chunks_exact(PANEL).take(rows).enumerate() {
+        let bias = _mm512_set1_ps(bias.map_or(0.0, |bias| bias[r]));
+        for (half, &mask) in masks.iter().enumerate().filter(|(_, &mask)| mask != 0) {
+            // SAFETY: the panel row holds 32 values; the mask keeps the store inside the
+            // row's `columns` values (caller).
+            unsafe {
+                let value = _mm512_loadu_ps(sums.as_ptr().add(16 * half));
+                let value = bias_activation(value, bias, activation);
+                _mm512_mask_storeu_ps(out.add(r * stride + 16 * half), mask, value);
             }
         }
     }
@@ -341,7 +391,6 @@ pub(crate) struct RhsTiles<'a> {
 pub struct TileScratch {
     rhs: Vec<u32>,
     offsets: Vec<usize>,
-    sums: Vec<f32>,
 }
 
 impl TileScratch {
@@ -508,6 +557,18 @@ unsafe fn release_tiles() {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
+unsafe fn store_panel(
+    _: &Panel,
+    _: *mut f32,
+    _: usize,
+    _: [usize; 2],
+    _: Option<&[f32]>,
+    _: Activation,
+) {
+    unreachable!("AMX tiles exist on x86-64 only")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
 unsafe fn panel_product(
     _: [*const u32; 2],
     _: [*const u8; 2],
@@ -536,7 +597,7 @@ mod tests {
     ) {
         // SAFETY: f32 and MaybeUninit<f32> have the same layout; the product writes only f32s.
         let out = unsafe { &mut *(out as *mut [f32] as *mut [MaybeUninit<f32>]) };
-        lhs.multiply(rhs, stride, count, scratch, out, out_stride);
+        lhs.multiply(rhs, stride, count, scratch, Sums::plain(out, out_stride));
     }
 
     /// The product in f64 of the bf16-rounded operands.
@@ -569,7 +630,6 @@ mod tests {
             let b: Vec<f32> = (0..depth * count).map(|i| pattern(i + 7, 3.0)).collect();
             let lhs = PackedLhs::new(&a, rows, depth);
             scratch.rhs.fill(u32::MAX);
-            scratch.sums.fill(f32::NAN);
             let mut sums = vec![0f32; rows * count];
             multiply(&lhs, &b, count, count, &mut scratch, &mut sums, count);
             let stride = count;
@@ -627,10 +687,10 @@ mod tests {
     }
 
     #[test]
-    fn blocks_keep_packed_columns_and_sums_in_cache() {
-        assert_eq!(block_columns(16, 64), 4096);
+    fn blocks_bound_packed_columns_and_sums() {
+        assert_eq!(block_columns(16, 64), 8192);
         assert_eq!(block_columns(512, 4608), 96);
-        assert_eq!(block_columns(1280, 320), 32);
+        assert_eq!(block_columns(1280, 320), 192);
         assert_eq!(block_columns(16, 1 << 20), PANEL);
     }
 }

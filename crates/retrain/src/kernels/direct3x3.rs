@@ -12,7 +12,7 @@
 //! more to that rounding, and at 13x the f32 speed the 4x multiplies of a direct product
 //! cost less than Winograd's transforms.
 
-use super::amx::{interleave_bf16, PackedLhs, RhsTiles};
+use super::amx::{interleave_bf16, PackedLhs, RhsTiles, Sums};
 use super::winograd::{Conv3x3, SharedOutput};
 use super::Activation;
 use rayon::prelude::*;
@@ -80,9 +80,9 @@ impl Conv3x3 {
         let tasks: Vec<(usize, usize)> = (0..self.batch)
             .flat_map(|image| (0..positions).step_by(block).map(move |q| (image, q)))
             .collect();
-        tasks.into_par_iter().for_each_init(
-            || (Vec::<f32>::new(), Vec::<f32>::new()),
-            |(sums, edges), (image, first)| {
+        tasks
+            .into_par_iter()
+            .for_each_init(Vec::<f32>::new, |sums, (image, first)| {
                 let rhs = RhsTiles {
                     base: planes[(image * pairs * plane + first)..].as_ptr(),
                     column_tile_bytes: 16 * 4,
@@ -95,13 +95,8 @@ impl Conv3x3 {
                 // first up to first + block + 2 * width + 2 <= plane (the plane's length),
                 // plus the depth offsets (pair rows inside the image's `pairs` planes).
                 unsafe {
-                    lhs.product(
-                        rhs,
-                        block,
-                        &mut sums.spare_capacity_mut()[..k * block],
-                        block,
-                        edges,
-                    );
+                    let out = &mut sums.spare_capacity_mut()[..k * block];
+                    lhs.product(rhs, block, Sums::plain(out, block));
                     sums.set_len(k * block);
                 }
                 let count = block.min(positions - first);
@@ -111,8 +106,7 @@ impl Conv3x3 {
                         sums, block, image, first, count, width, bias, activation, &out,
                     )
                 };
-            },
-        );
+            });
         // SAFETY: the tasks cover every q of every image, so every output pixel is written.
         unsafe { output.set_len(len) };
         output

@@ -3,9 +3,10 @@
 //! Per image the convolution is one matrix product, out channels x in channels times in
 //! channels x pixels. At f32 on AVX-512, on maps of 128 pixels or more, it runs as
 //! [`super::direct1x1`]'s register-blocked product straight from the planes; elsewhere in
-//! blocks of pixels through the `gemm` crate (or on the AMX tiles for bf16), each block getting
-//! its bias and activation while it is still in cache, instead of Burn's conv2d followed by a
-//! separate pass over the whole map for the activation (ReLU6 in MobileNet / EfficientNet-Lite).
+//! blocks of pixels through the `gemm` crate, each block getting its bias and activation while
+//! it is still in cache, or on the AMX tiles for bf16, each 32 x 32 panel getting them on its
+//! way from the tiles to the output; instead of Burn's conv2d followed by a separate pass over
+//! the whole map for the activation (ReLU6 in MobileNet / EfficientNet-Lite).
 
 use super::amx::{self, PackedLhs};
 use super::direct1x1;
@@ -238,9 +239,13 @@ impl BlockedProduct {
                             (k - 1) * self.pixels + count,
                         )
                     };
-                    lhs.multiply(rhs, stride, count, tiles, block, self.pixels);
-                    // SAFETY: the product wrote these columns of every row.
-                    unsafe { self.finish_block(out, first, count, bias, activation) };
+                    let sums = amx::Sums {
+                        out: block,
+                        stride: self.pixels,
+                        bias,
+                        activation,
+                    };
+                    lhs.multiply(rhs, stride, count, tiles, sums);
                 },
             );
         }
@@ -404,18 +409,27 @@ mod tests {
     #[test]
     fn bf16_products_are_those_of_the_rounded_values() {
         // On AMX tiles where the CPU has them (the sums in another order than the loops'),
-        // else as f32 products of the rounded input: the same numbers to f32 rounding.
+        // else as f32 products of the rounded input: the same numbers to f32 rounding. 21
+        // output channels end inside a 32-row panel, 99 and 50 pixels end 3 and 18 columns into
+        // a 32-column one (the masked stores of the panels' bias and activation).
+        for (input, activation) in [([9, 11], Activation::Relu6), ([5, 10], Activation::Linear)] {
+            bf16_matches_the_rounded_loops(input, activation);
+        }
+    }
+
+    fn bf16_matches_the_rounded_loops(input: [usize; 2], activation: Activation) {
         let conv = Pointwise {
             batch: 3,
             in_channels: 37,
             out_channels: 21,
-            input: [9, 11],
+            input,
         };
+        let pixels = input[0] * input[1];
         let round = |v: Vec<f32>| v.into_iter().map(super::super::bf16::to_bf16).collect();
-        let x: Vec<f32> = (0..3 * 37 * 99).map(|i| pattern(i, 3.0)).collect();
+        let x: Vec<f32> = (0..3 * 37 * pixels).map(|i| pattern(i, 3.0)).collect();
         let w: Vec<f32> = round((0..21 * 37).map(|i| pattern(i + 13, 0.5)).collect());
         let bias: Vec<f32> = (0..21).map(|i| pattern(i + 5, 1.0)).collect();
-        let got = conv.run(&x, &w, Some(&bias), Activation::Relu6, Precision::Bf16);
+        let got = conv.run(&x, &w, Some(&bias), activation, Precision::Bf16);
         // Weights packed for the tiles once (as a layer keeps them): the same numbers.
         let prepared = super::super::PreparedWeights::new(&conv, &w, Precision::Bf16);
         match &prepared.tiles {
@@ -425,17 +439,20 @@ mod tests {
                     &prepared.values,
                     Some(tiles),
                     Some(&bias),
-                    Activation::Relu6,
+                    activation,
                     Precision::Bf16
                 ),
                 got
             ),
             None => assert!(!amx::runs(Precision::Bf16), "packed where the tiles run"),
         }
-        let want = reference(conv, &round(x.clone()), &w, &bias, Activation::Relu6);
+        let want = reference(conv, &round(x.clone()), &w, &bias, activation);
         let worst = max_difference(&got, &want);
-        assert!(worst < 1e-5, "max difference {worst}");
-        let unrounded = reference(conv, &x, &w, &bias, Activation::Relu6);
+        assert!(
+            worst < 1e-5,
+            "{input:?} {activation:?}: max difference {worst}"
+        );
+        let unrounded = reference(conv, &x, &w, &bias, activation);
         assert!(
             max_difference(&got, &unrounded) > 1e-3,
             "bf16 rounding changes the results"
