@@ -17,6 +17,7 @@
 use super::avx512::lane_mask;
 use super::bf16::Precision;
 use super::Activation;
+use burn::tensor::bf16;
 use std::mem::MaybeUninit;
 use std::sync::OnceLock;
 
@@ -245,8 +246,13 @@ impl PackedLhs {
             self.depth_tiles,
             "one offset per depth tile"
         );
+        let (out, out_len, bf16_out) = match sums.out {
+            SumsOut::F32(out) => (out.as_mut_ptr().cast::<u8>(), out.len(), false),
+            SumsOut::Bf16(out) => (out.as_mut_ptr().cast::<u8>(), out.len(), true),
+        };
+        let value_bytes = if bf16_out { 2 } else { 4 };
         assert!(
-            self.rows == 0 || sums.out.len() >= (self.rows - 1) * sums.stride + count,
+            self.rows == 0 || out_len >= (self.rows - 1) * sums.stride + count,
             "output too short"
         );
         assert!(
@@ -254,7 +260,6 @@ impl PackedLhs {
             "one bias per row"
         );
         let column_tiles = count.div_ceil(PANEL) * 2;
-        let out = sums.out.as_mut_ptr().cast::<f32>();
         let mut panel = Panel([0.0; PANEL * PANEL]);
         let at = panel.0.as_mut_ptr() as usize;
         let (row_bytes, half) = (PANEL * 4, TILE_ROWS * 4);
@@ -292,18 +297,58 @@ impl PackedLhs {
                         &targets,
                     );
                     let column = column_tile * TILE_ROWS;
-                    store_panel(
-                        &panel,
-                        out.add(row * sums.stride + column),
-                        sums.stride,
-                        [rows, PANEL.min(count - column)],
-                        bias,
-                        sums.activation,
-                    );
+                    let first = out.add((row * sums.stride + column) * value_bytes);
+                    let shape = [rows, PANEL.min(count - column)];
+                    match bf16_out {
+                        false => store_panel::<false>(
+                            &panel,
+                            first,
+                            sums.stride,
+                            shape,
+                            bias,
+                            sums.activation,
+                        ),
+                        true => store_panel::<true>(
+                            &panel,
+                            first,
+                            sums.stride,
+                            shape,
+                            bias,
+                            sums.activation,
+                        ),
+                    }
                 }
             }
             release_tiles();
         }
+    }
+}
+
+/// The output of a product: f32 values, or bf16 for a consumer that reads them so (rounded
+/// to nearest even, as [`interleave_bf16`] rounds the maps it packs).
+#[derive(Debug)]
+pub enum SumsOut<'a> {
+    /// f32 values.
+    F32(&'a mut [MaybeUninit<f32>]),
+    /// bf16 values.
+    Bf16(&'a mut [MaybeUninit<bf16>]),
+}
+
+/// The value types a product writes.
+pub trait SumsValue: Copy + Send + Sync {
+    /// `out` as a product's output.
+    fn sums_out(out: &mut [MaybeUninit<Self>]) -> SumsOut<'_>;
+}
+
+impl SumsValue for f32 {
+    fn sums_out(out: &mut [MaybeUninit<f32>]) -> SumsOut<'_> {
+        SumsOut::F32(out)
+    }
+}
+
+impl SumsValue for bf16 {
+    fn sums_out(out: &mut [MaybeUninit<bf16>]) -> SumsOut<'_> {
+        SumsOut::Bf16(out)
     }
 }
 
@@ -312,7 +357,7 @@ impl PackedLhs {
 #[derive(Debug)]
 pub struct Sums<'a> {
     /// The output, rows `stride` apart.
-    pub out: &'a mut [MaybeUninit<f32>],
+    pub out: SumsOut<'a>,
     /// Values from one row of the output to the next.
     pub stride: usize,
     /// One bias per row of the left-hand side.
@@ -325,7 +370,7 @@ impl<'a> Sums<'a> {
     /// The plain sums, no bias, no activation.
     pub fn plain(out: &'a mut [MaybeUninit<f32>], stride: usize) -> Self {
         Sums {
-            out,
+            out: SumsOut::F32(out),
             stride,
             bias: None,
             activation: Activation::Linear,
@@ -339,15 +384,15 @@ struct Panel([f32; PANEL * PANEL]);
 
 #[cfg(target_arch = "x86_64")]
 /// The first `shape` = [rows, columns] of `panel`, each row plus its bias, through
-/// `activation`, to `out` (rows `stride` apart).
+/// `activation`, to `out` (rows `stride` values apart): f32 values, or bf16 ones where `BF16`.
 ///
 /// # Safety
 /// `out` must have `shape[0]` rows of `shape[1]` writable values `stride` apart, `bias` (if
-/// any) `shape[0]` values, and the CPU AVX-512F.
-#[target_feature(enable = "avx512f")]
-unsafe fn store_panel(
+/// any) `shape[0]` values, and the CPU AVX-512F, BW and BF16 (as [`available`] checks).
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn store_panel<const BF16: bool>(
     panel: &Panel,
-    out: *mut f32,
+    out: *mut u8,
     stride: usize,
     shape: [usize; 2],
     bias: Option<&[f32]>,
@@ -359,13 +404,19 @@ unsafe fn store_panel(
     let masks = [lane_mask(columns), lane_mask(columns.saturating_sub(16))];
     for (r, sums) in panel.0.chunks_exact(PANEL).take(rows).enumerate() {
         let bias = _mm512_set1_ps(bias.map_or(0.0, |bias| bias[r]));
-        for (half, &mask) in masks.iter().enumerate().filter(|(_, &mask)| mask != 0) {
-            // SAFETY: the panel row holds 32 values; the mask keeps the store inside the
-            // row's `columns` values (caller).
-            unsafe {
-                let value = _mm512_loadu_ps(sums.as_ptr().add(16 * half));
-                let value = bias_activation(value, bias, activation);
-                _mm512_mask_storeu_ps(out.add(r * stride + 16 * half), mask, value);
+        // SAFETY: the panel row holds 32 values; the masks keep the stores inside the row's
+        // `columns` values (caller).
+        unsafe {
+            let low = bias_activation(_mm512_loadu_ps(sums.as_ptr()), bias, activation);
+            let high = bias_activation(_mm512_loadu_ps(sums.as_ptr().add(16)), bias, activation);
+            if BF16 {
+                let words: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+                let mask = masks[0] as u32 | (masks[1] as u32) << 16;
+                _mm512_mask_storeu_epi16(out.cast::<i16>().add(r * stride), mask, words);
+            } else {
+                let row = out.cast::<f32>().add(r * stride);
+                _mm512_mask_storeu_ps(row, masks[0], low);
+                _mm512_mask_storeu_ps(row.wrapping_add(16), masks[1], high);
             }
         }
     }
@@ -557,9 +608,9 @@ unsafe fn release_tiles() {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn store_panel(
+unsafe fn store_panel<const BF16: bool>(
     _: &Panel,
-    _: *mut f32,
+    _: *mut u8,
     _: usize,
     _: [usize; 2],
     _: Option<&[f32]>,

@@ -14,6 +14,8 @@
 //! are interleaved into one padded buffer, pixel by pixel, so one register holds one pixel of
 //! eight channels and every lane does useful work, whatever the plane's width.
 
+use super::{MapOutput, MapValues};
+use burn::tensor::bf16;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -112,40 +114,104 @@ impl ConvKernel for Depthwise {
         } else if self.across_channels() {
             self.run_across_channels(input, kernel, bias, activation, out);
         } else {
-            let kernels = row_kernel(self.kernel[1], self.stride[1]);
-            let (rows, direct) = (kernels.map(|k| k.plane), kernels.and_then(|k| k.direct));
-            out.par_chunks_mut(oh * ow)
-                .zip(input.par_chunks(h * w))
-                .enumerate()
-                .for_each_init(Scratch::default, |scratch, (plane, (out, x))| {
-                    let channel = plane % self.channels;
-                    let filter = &kernel[channel * taps..(channel + 1) * taps];
-                    let b = bias.map_or(0.0, |b| b[channel]);
-                    if let Some(convolve) = direct {
-                        return convolve(self, x, filter, b, activation, out);
-                    }
-                    super::with_avx2(
-                        #[inline(always)]
-                        || self.pad_plane(x, &mut scratch.plane),
-                    );
-                    match rows {
-                        Some(convolve) => {
-                            convolve(self, &scratch.plane, filter, b, activation, out)
-                        }
-                        None => super::with_avx2(
-                            #[inline(always)]
-                            || self.plane(filter, b, activation, out, scratch),
-                        ),
-                    }
-                });
+            self.run_planes(MapValues::F32(input), kernel, bias, activation, out);
         }
         // SAFETY: the paths above wrote all `len` values (each plane, row and column block).
         unsafe { output.set_len(len) };
         output
     }
+
+    /// Plane by plane at column stride 2 on AVX-512: each row is widened as it is split into
+    /// its two column phases, a copy the f32 input takes as well. (Stride 1 reads f32 planes
+    /// in place; widening them first measured slower than the bytes it saves.)
+    fn reads_bf16(&self) -> bool {
+        self.stride[1] == 2 && !self.across_channels() && super::amx::available()
+    }
+
+    fn run_maps(
+        &self,
+        input: MapValues<'_>,
+        kernel: &[f32],
+        tiles: Option<&super::amx::PackedLhs>,
+        bias: Option<&[f32]>,
+        activation: Activation,
+        precision: Precision,
+        bf16_output: bool,
+    ) -> MapOutput {
+        assert!(!bf16_output, "depthwise convolutions write f32 maps");
+        let input = match input {
+            MapValues::F32(x) => {
+                return MapOutput::F32(self.run_with(x, kernel, tiles, bias, activation, precision))
+            }
+            MapValues::Bf16(x) => x,
+        };
+        assert!(self.reads_bf16(), "bf16 input across channels");
+        let [oh, ow] = self.output();
+        assert_eq!(
+            input.len(),
+            self.batch * self.channels * self.input[0] * self.input[1]
+        );
+        assert_eq!(
+            kernel.len(),
+            self.channels * self.kernel[0] * self.kernel[1]
+        );
+        let len = self.batch * self.channels * oh * ow;
+        let mut output: Vec<f32> = Vec::with_capacity(len);
+        if len > 0 {
+            let out = &mut output.spare_capacity_mut()[..len];
+            self.run_planes(MapValues::Bf16(input), kernel, bias, activation, out);
+        }
+        // SAFETY: `run_planes` wrote every plane.
+        unsafe { output.set_len(len) };
+        MapOutput::F32(output)
+    }
 }
 
 impl Depthwise {
+    /// The convolution plane by plane (channels of wide maps), each task one plane of `input`
+    /// (bf16 planes widened to f32 first, in cache) into its plane of `out`.
+    fn run_planes(
+        &self,
+        input: MapValues<'_>,
+        kernel: &[f32],
+        bias: Option<&[f32]>,
+        activation: Activation,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        let [h, w] = self.input;
+        let [oh, ow] = self.output();
+        let taps = self.kernel[0] * self.kernel[1];
+        let kernels = row_kernel(self.kernel[1], self.stride[1]);
+        let (rows, direct) = (kernels.map(|k| k.plane), kernels.and_then(|k| k.direct));
+        out.par_chunks_mut(oh * ow).enumerate().for_each_init(
+            Scratch::default,
+            |scratch, (plane, out)| {
+                let plane_values = |len: usize| plane * len..(plane + 1) * len;
+                let x = match input {
+                    MapValues::F32(x) => MapValues::F32(&x[plane_values(h * w)]),
+                    MapValues::Bf16(x) => MapValues::Bf16(&x[plane_values(h * w)]),
+                };
+                let channel = plane % self.channels;
+                let filter = &kernel[channel * taps..(channel + 1) * taps];
+                let b = bias.map_or(0.0, |b| b[channel]);
+                if let (Some(convolve), MapValues::F32(x)) = (direct, x) {
+                    return convolve(self, x, filter, b, activation, out);
+                }
+                super::with_avx2(
+                    #[inline(always)]
+                    || self.pad_plane(x, &mut scratch.plane),
+                );
+                match rows {
+                    Some(convolve) => convolve(self, &scratch.plane, filter, b, activation, out),
+                    None => super::with_avx2(
+                        #[inline(always)]
+                        || self.plane(filter, b, activation, out, scratch),
+                    ),
+                }
+            },
+        );
+    }
+
     /// Output height and width.
     pub fn output(&self) -> [usize; 2] {
         super::output_size(self.input, self.padding, self.kernel, self.stride)
@@ -391,7 +457,7 @@ impl Depthwise {
     /// the column blocks' extra lanes. The padding stays zero from plane to plane (the same
     /// places are written each time), so the buffer is only cleared when its size changes.
     #[inline(always)]
-    fn pad_plane(&self, x: &[f32], padded: &mut Vec<f32>) {
+    fn pad_plane(&self, x: MapValues<'_>, padded: &mut Vec<f32>) {
         let [h, w] = self.input;
         let sw = self.stride[1];
         let [(pt, pb), (pl, _)] = self.padding;
@@ -401,6 +467,18 @@ impl Depthwise {
             padded.clear();
             padded.resize(len, 0.0);
         }
+        let x = match x {
+            MapValues::F32(x) => x,
+            MapValues::Bf16(x) => {
+                // Widened as the rows are split (column stride 2 on AVX-512 only: `reads_bf16`).
+                for (y, row) in x.chunks_exact(w).enumerate() {
+                    let padded = &mut padded[(y + pt) * row_len..(y + pt + 1) * row_len];
+                    let split = split_pairs(row, padded.split_at_mut(phase_w), pl);
+                    assert!(split, "bf16 planes are split on AVX-512");
+                }
+                return;
+            }
+        };
         for (y, row) in x.chunks_exact(w).enumerate() {
             let padded = &mut padded[(y + pt) * row_len..(y + pt + 1) * row_len];
             if sw == 1 {
@@ -1148,8 +1226,12 @@ unsafe fn transpose_avx2(
 /// a time and compile to scalar moves, were half of a stride-2 layer's time). False, with
 /// nothing written, off AVX-512.
 #[inline(always)]
-fn split_pairs(row: &[f32], phases: (&mut [f32], &mut [f32]), pl: usize) -> bool {
+fn split_pairs<T: RowValue>(row: &[T], phases: (&mut [f32], &mut [f32]), pl: usize) -> bool {
     if !super::avx512::available() {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !std::is_x86_feature_detected!("avx512bw") {
         return false;
     }
     // Even input columns land in phase pl % 2 from index pl / 2, odd ones in the other phase
@@ -1161,7 +1243,7 @@ fn split_pairs(row: &[f32], phases: (&mut [f32], &mut [f32]), pl: usize) -> bool
     let n_evens = row.len().div_ceil(2).min(evens.len());
     let n_odds = (row.len() / 2).min(odds.len());
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F was checked; the lengths are within `evens` and `odds`.
+    // SAFETY: AVX-512F and BW were checked; the lengths are within `evens` and `odds`.
     unsafe {
         split_pairs_avx512(row, &mut evens[..n_evens], &mut odds[..n_odds])
     };
@@ -1172,8 +1254,8 @@ fn split_pairs(row: &[f32], phases: (&mut [f32], &mut [f32]), pl: usize) -> bool
 /// [`split_pairs`] on AVX-512: `evens[i] = row[2i]`, `odds[i] = row[2i + 1]` for the lengths
 /// of `evens` and `odds` (at most half of `row`, rounded up and down).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn split_pairs_avx512(row: &[f32], evens: &mut [f32], odds: &mut [f32]) {
+#[target_feature(enable = "avx512f,avx512bw")]
+fn split_pairs_avx512<T: RowValue>(row: &[T], evens: &mut [f32], odds: &mut [f32]) {
     use super::avx512::lane_mask;
     use std::arch::x86_64::*;
     assert!(2 * evens.len() <= row.len() + 1 && 2 * odds.len() <= row.len());
@@ -1182,8 +1264,8 @@ fn split_pairs_avx512(row: &[f32], evens: &mut [f32], odds: &mut [f32]) {
     for start in (0..evens.len()).step_by(16) {
         let load = |from: usize| {
             let n = row.len().saturating_sub(from).min(16);
-            // SAFETY: the n values of `row` from `from`.
-            unsafe { _mm512_maskz_loadu_ps(lane_mask(n), row.as_ptr().add(from.min(row.len()))) }
+            // SAFETY: the n values of `row` from `from`; AVX-512F and BW are enabled here.
+            unsafe { T::load(row, from.min(row.len()), n) }
         };
         let (low, high) = (load(2 * start), load(2 * start + 16));
         let store = |to: &mut [f32], lanes: __m512i| {
@@ -1200,6 +1282,43 @@ fn split_pairs_avx512(row: &[f32], evens: &mut [f32], odds: &mut [f32]) {
         };
         store(evens, even_lanes);
         store(odds, odd_lanes);
+    }
+}
+
+/// The values of a map row as [`split_pairs`] reads them: f32, or bf16 widened to f32.
+trait RowValue: Copy {
+    /// The `n` (at most 16) values of `row` from `from` as f32 lanes, zeros past them.
+    ///
+    /// # Safety
+    /// `from + n <= row.len()`; the CPU must have AVX-512F and BW.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load(row: &[Self], from: usize, n: usize) -> std::arch::x86_64::__m512;
+}
+
+impl RowValue for f32 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load(row: &[f32], from: usize, n: usize) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        let mask = super::avx512::lane_mask(n);
+        // SAFETY: caller.
+        unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(from)) }
+    }
+}
+
+impl RowValue for bf16 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load(row: &[bf16], from: usize, n: usize) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // bf16 is the upper half of an f32: each 16-bit value zero-extended, shifted up.
+        let mask = super::avx512::lane_mask(n) as u32;
+        // SAFETY: caller.
+        unsafe {
+            let words = _mm512_maskz_loadu_epi16(mask, row.as_ptr().add(from).cast());
+            let wide = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(words));
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide))
+        }
     }
 }
 
@@ -1296,7 +1415,7 @@ mod tests {
 
     #[test]
     fn matches_the_loops_for_every_padding_and_stride() {
-        let mut paths = [false; 2];
+        let (mut paths, mut bf16_inputs) = ([false; 2], 0);
         for (kernel, stride, padding, input) in [
             (3, 1, [(1, 1), (1, 1)], [9, 11]),
             (3, 2, [(0, 1), (0, 1)], [10, 13]), // TF SAME, stride 2: pad after only
@@ -1344,11 +1463,35 @@ mod tests {
             assert_eq!(conv.products_precision(Precision::Bf16), Precision::F32);
             let bf16 = conv.run(&x, &k, Some(&bias), Activation::Linear, Precision::Bf16);
             assert_eq!(bf16, got, "{conv:?}");
+            // A bf16 map, where the kernel reads one, gives what its values as f32 give.
+            if conv.reads_bf16() {
+                let rounded: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+                let widened: Vec<f32> = rounded.iter().map(|v| v.to_f32()).collect();
+                let want = conv.run(&widened, &k, Some(&bias), Activation::Relu6, Precision::F32);
+                let input = MapValues::Bf16(&rounded);
+                let got = conv.run_maps(
+                    input,
+                    &k,
+                    None,
+                    Some(&bias),
+                    Activation::Relu6,
+                    Precision::Bf16,
+                    false,
+                );
+                assert!(
+                    matches!(got, MapOutput::F32(got) if got == want),
+                    "{conv:?} from bf16"
+                );
+                bf16_inputs += 1;
+            }
         }
         assert_eq!(
             paths, [true; 2],
             "both paths (plane by plane, across channels) tested"
         );
+        if super::super::amx::available() {
+            assert_eq!(bf16_inputs, 4, "the four stride-2 wide planes read bf16");
+        }
     }
 
     #[test]
@@ -1384,7 +1527,7 @@ mod tests {
             let x: Vec<f32> = (0..input[0] * input[1]).map(|i| pattern(i, 3.0)).collect();
             let filter: Vec<f32> = (0..kernel * kernel).map(|i| pattern(i + 7, 1.0)).collect();
             let mut padded = Vec::new();
-            conv.pad_plane(&x, &mut padded);
+            conv.pad_plane(MapValues::F32(&x), &mut padded);
             let [oh, ow] = conv.output();
             let run_on = |source: &[f32], plane: ConvolvePlane| {
                 let mut out = vec![MaybeUninit::new(f32::NAN); oh * ow];

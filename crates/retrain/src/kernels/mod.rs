@@ -22,6 +22,7 @@ pub mod winograd;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Dispatch, Flex};
+use burn::tensor::bf16 as Bf16Value;
 use burn::tensor::{DType, Tensor, TensorData};
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -60,6 +61,40 @@ pub trait ConvKernel: Send + Sync {
         precision: Precision,
     ) -> Vec<f32>;
 
+    /// Whether [`ConvKernel::run_maps`] takes its input in bf16 (a map its producer handed over
+    /// in bf16, see [`ConvKernel::writes_bf16`]).
+    fn reads_bf16(&self) -> bool {
+        false
+    }
+
+    /// Whether [`ConvKernel::run_maps`] can write its output in bf16 with products at
+    /// `precision`.
+    fn writes_bf16(&self, _precision: Precision) -> bool {
+        false
+    }
+
+    /// [`ConvKernel::run_with`] on an f32 or bf16 input, the output in bf16 where
+    /// `bf16_output`: bf16 input only where the kernel [`ConvKernel::reads_bf16`], bf16 output
+    /// only where it [`ConvKernel::writes_bf16`].
+    #[allow(clippy::too_many_arguments)]
+    fn run_maps(
+        &self,
+        input: MapValues<'_>,
+        weights: &[f32],
+        tiles: Option<&amx::PackedLhs>,
+        bias: Option<&[f32]>,
+        activation: Activation,
+        precision: Precision,
+        bf16_output: bool,
+    ) -> MapOutput {
+        match (input, bf16_output) {
+            (MapValues::F32(x), false) => {
+                MapOutput::F32(self.run_with(x, weights, tiles, bias, activation, precision))
+            }
+            _ => unreachable!("this kernel reads and writes f32 maps only"),
+        }
+    }
+
     /// [`ConvKernel::run_with`] without weights packed beforehand (packed at this call where
     /// the products run on the tiles).
     fn run(
@@ -87,6 +122,25 @@ pub trait ConvKernel: Send + Sync {
         let [rows, depth] = self.tiles_shape()?;
         amx::runs(precision).then(|| amx::PackedLhs::new(weights, rows, depth))
     }
+}
+
+/// The values of a feature map as a kernel reads them (NCHW, row-major).
+#[derive(Clone, Copy, Debug)]
+pub enum MapValues<'a> {
+    /// f32, as every layer writes them by default.
+    F32(&'a [f32]),
+    /// bf16, as a kernel that [`ConvKernel::writes_bf16`] hands them to one that
+    /// [`ConvKernel::reads_bf16`].
+    Bf16(&'a [Bf16Value]),
+}
+
+/// The values a kernel writes: f32, or bf16 for a consumer that reads them.
+#[derive(Debug)]
+pub enum MapOutput {
+    /// f32 values.
+    F32(Vec<f32>),
+    /// bf16 values.
+    Bf16(Vec<Bf16Value>),
 }
 
 /// A kernel's prepared weights ([`ConvKernel::prepare_weights`]) and, where its products run
@@ -121,6 +175,9 @@ pub struct PreparedConv<'a> {
     pub activation: Activation,
     /// Precision of the products: the weights must be rounded to it already.
     pub precision: Precision,
+    /// Write the output in bf16 (for a consumer that reads it so; the kernel must
+    /// [`ConvKernel::writes_bf16`]).
+    pub bf16_output: bool,
 }
 
 impl std::fmt::Debug for PreparedConv<'_> {
@@ -133,9 +190,10 @@ impl std::fmt::Debug for PreparedConv<'_> {
     }
 }
 
-/// `conv` run on `x`, a CPU tensor (`Device::flex()`, no autodiff, f32) whose values it reads
-/// in place: going through `into_data` copied each map twice when it was shared (a block's
-/// input kept for its residual), 4% of a Lite0 forward.
+/// `conv` run on `x`, a CPU tensor (`Device::flex()`, no autodiff; f32, or bf16 where the
+/// kernel [`ConvKernel::reads_bf16`]) whose values it reads in place: going through
+/// `into_data` copied each map twice when it was shared (a block's input kept for its
+/// residual), 4% of a Lite0 forward. The result is f32, or bf16 where `conv.bf16_output`.
 pub fn convolve(x: Tensor<4>, conv: PreparedConv<'_>) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as CpuConvolve>::cpu_convolve(
         x.into_dispatch(),
@@ -152,16 +210,26 @@ pub trait CpuConvolve: burn::backend::Backend {
 
 impl CpuConvolve for Flex {
     fn cpu_convolve(x: FlexTensor, conv: PreparedConv<'_>) -> FlexTensor {
-        let input = values(&x);
-        let output = conv.kernel.run_with(
-            &input,
-            &conv.weights.values,
-            conv.weights.tiles.as_ref(),
-            conv.bias,
-            conv.activation,
-            conv.precision,
-        );
-        flex_tensor(output, conv.kernel.output_shape())
+        let run = |input| {
+            conv.kernel.run_maps(
+                input,
+                &conv.weights.values,
+                conv.weights.tiles.as_ref(),
+                conv.bias,
+                conv.activation,
+                conv.precision,
+                conv.bf16_output,
+            )
+        };
+        let output = match x.dtype() {
+            DType::BF16 => run(MapValues::Bf16(&bf16_values(&x))),
+            _ => run(MapValues::F32(&values(&x))),
+        };
+        let shape = conv.kernel.output_shape();
+        match output {
+            MapOutput::F32(values) => flex_tensor(values, shape),
+            MapOutput::Bf16(values) => FlexTensor::from_data(TensorData::new(values, shape)),
+        }
     }
 }
 
@@ -274,6 +342,20 @@ pub(crate) fn values(tensor: &FlexTensor) -> Cow<'_, [f32]> {
                 .to_contiguous()
                 .as_slice::<f32>()
                 .expect("a contiguous f32 tensor")
+                .to_vec(),
+        ),
+    }
+}
+
+/// The bf16 values of a CPU bf16 tensor in row-major order, borrowed where it is laid out so.
+fn bf16_values(tensor: &FlexTensor) -> Cow<'_, [Bf16Value]> {
+    match tensor.as_slice::<Bf16Value>() {
+        Some(values) => Cow::Borrowed(values),
+        None => Cow::Owned(
+            tensor
+                .to_contiguous()
+                .as_slice::<Bf16Value>()
+                .expect("a contiguous bf16 tensor")
                 .to_vec(),
         ),
     }

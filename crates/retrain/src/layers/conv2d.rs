@@ -2,7 +2,6 @@
 
 use super::{
     ActivationKind, Batch, Context, LayerBase, LayerKind, LayerSpec, LazyVariables, Padding,
-    Precision,
 };
 use crate::error::{Error, Result};
 use crate::kernels::backprop::{self, TrainableConv};
@@ -278,6 +277,17 @@ impl Conv2d {
         conv.has_gradients().then_some(conv)
     }
 
+    /// The padding (before, after) of each axis for an input of `hw`.
+    fn padding_amounts(&self, [h, w]: [usize; 2]) -> [(usize, usize); 2] {
+        let c = &self.config;
+        [
+            c.padding
+                .amounts(0, h, c.kernel[0], c.strides[0], c.dilation[0]),
+            c.padding
+                .amounts(1, w, c.kernel[1], c.strides[1], c.dilation[1]),
+        ]
+    }
+
     /// The CPU inference kernel for this convolution on `x`, if one applies: Winograd for 3x3
     /// stride-1 dense convolutions, the fused pointwise kernel for 1x1 stride-1 dense ones, the
     /// fused depthwise kernel for one filter per channel, im2col for the other dense ones.
@@ -290,14 +300,29 @@ impl Conv2d {
         padding: [(usize, usize); 2],
         ctx: &Context,
     ) -> Option<(Box<dyn ConvKernel>, Activation)> {
+        if x.device() != Device::flex() {
+            return None;
+        }
+        let (kernel, activation) = self.cpu_kernel_for(x.dims(), groups, padding, ctx)?;
+        match x.dtype() {
+            DType::F32 => Some((kernel, activation)),
+            DType::BF16 if kernel.reads_bf16() => Some((kernel, activation)),
+            _ => None,
+        }
+    }
+
+    /// [`Conv2d::cpu_kernel`] for an f32 CPU input of `dims`.
+    fn cpu_kernel_for(
+        &self,
+        dims: [usize; 4],
+        groups: usize,
+        padding: [(usize, usize); 2],
+        ctx: &Context,
+    ) -> Option<(Box<dyn ConvKernel>, Activation)> {
         let c = &self.config;
         let activation = c.activation.kernel()?;
-        let [batch, in_channels, h, w] = x.dims();
-        if ctx.training
-            || c.dilation != [1, 1]
-            || x.device() != Device::flex()
-            || x.dtype() != DType::F32
-        {
+        let [batch, in_channels, h, w] = dims;
+        if ctx.training || c.dilation != [1, 1] {
             return None;
         }
         let kernel: Box<dyn ConvKernel> = if c.filters.is_none() {
@@ -351,10 +376,18 @@ impl Conv2d {
         kernel_var: &Variable,
         kernel: &dyn ConvKernel,
         activation: Activation,
-        precision: Precision,
+        ctx: &Context,
     ) -> Result<Tensor<4>> {
         let device = x.device();
-        let precision = kernel.products_precision(precision);
+        let precision = kernel.products_precision(ctx.precision);
+        // Half the bytes through memory where the one reader of the output takes bf16 (its
+        // products would round the values to bf16 anyway, or it reads them as the products
+        // of this layer rounded them).
+        let bf16_output = kernel.writes_bf16(precision)
+            && ctx.consumer().is_some_and(|reader| {
+                let [n, c, h, w] = kernel.output_shape();
+                reader.reads_bf16_maps([n, c, h, w], ctx)
+            });
         let bias = match self.config.use_bias {
             true => Some(self.variables.get(self.name(), 1)?.to_vec(&device)),
             false => None,
@@ -372,6 +405,7 @@ impl Conv2d {
                 bias: bias.as_deref(),
                 activation,
                 precision,
+                bf16_output,
             },
         ))
     }
@@ -455,19 +489,14 @@ impl Layer for Conv2d {
                 ),
             ));
         }
-        let ph = c
-            .padding
-            .amounts(0, h, c.kernel[0], c.strides[0], c.dilation[0]);
-        let pw = c
-            .padding
-            .amounts(1, w, c.kernel[1], c.strides[1], c.dilation[1]);
+        let [ph, pw] = self.padding_amounts([h, w]);
         if let Some((kernel, activation)) = self.cpu_kernel(&x, groups, [ph, pw], ctx) {
             return Ok(Batch::Maps(self.run_cpu_kernel(
                 x,
                 &kernel_var,
                 kernel.as_ref(),
                 activation,
-                ctx.precision,
+                ctx,
             )?));
         }
         let x = ctx.precision.round_tensor(x);
@@ -492,6 +521,20 @@ impl Layer for Conv2d {
             conv2d(x, kernel, bias, options)
         };
         Ok(Batch::Maps(c.activation.apply(y)))
+    }
+
+    /// Where the CPU kernel for these maps takes bf16 input ([`ConvKernel::reads_bf16`]).
+    fn reads_bf16_maps(&self, dims: [usize; 4], ctx: &Context) -> bool {
+        let [_, channels, h, w] = dims;
+        if ctx.device != Device::flex() {
+            return false;
+        }
+        let Ok((_, groups)) = self.layout(channels) else {
+            return false;
+        };
+        let padding = self.padding_amounts([h, w]);
+        self.cpu_kernel_for(dims, groups, padding, ctx)
+            .is_some_and(|(kernel, _)| kernel.reads_bf16())
     }
 
     fn variables(&self) -> Vec<Variable> {

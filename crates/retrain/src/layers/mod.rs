@@ -103,6 +103,10 @@ pub struct Context {
     /// Precision of the products of convolution and dense layers at inference.
     pub precision: Precision,
     leaves: Option<HashMap<u64, (Variable, Tensor<1>)>>,
+    /// The layer that reads the output of the layer running now, where it is the only one
+    /// (set by [`run_chain`] and the graph executor): a producer may hand it its map in bf16
+    /// when it [`Layer::reads_bf16_maps`].
+    consumer: Option<LayerRef>,
 }
 
 impl Context {
@@ -113,6 +117,7 @@ impl Context {
             training: false,
             precision: Precision::F32,
             leaves: None,
+            consumer: None,
         }
     }
 
@@ -125,6 +130,16 @@ impl Context {
         self
     }
 
+    /// The sole reader of the output of the layer running now, if known ([`run_chain`]).
+    pub fn consumer(&self) -> Option<&LayerRef> {
+        self.consumer.as_ref()
+    }
+
+    /// Make `consumer` the reader of the next layer's output; returns the one before.
+    pub fn set_consumer(&mut self, consumer: Option<LayerRef>) -> Option<LayerRef> {
+        std::mem::replace(&mut self.consumer, consumer)
+    }
+
     /// Training mode; with `track_gradients` the trainable variables become autodiff leaves.
     pub fn training(device: &Device, track_gradients: bool) -> Self {
         Context {
@@ -132,6 +147,7 @@ impl Context {
             training: true,
             precision: Precision::F32,
             leaves: track_gradients.then(HashMap::new),
+            consumer: None,
         }
     }
 
@@ -227,6 +243,13 @@ pub trait Layer: Send + Sync {
 
     /// Run the layer on a batch.
     fn forward(&self, x: Batch, ctx: &mut Context) -> Result<Batch>;
+
+    /// Whether this layer reads maps of `dims` (NCHW) in bf16 when its producer hands them over
+    /// so (at inference with bf16 products: half the bytes of a map through memory). Only
+    /// convolutions whose CPU kernel takes bf16 input do.
+    fn reads_bf16_maps(&self, _dims: [usize; 4], _ctx: &Context) -> bool {
+        false
+    }
 
     /// Shape inference over the inputs of a graph node: merge layers take several, every other
     /// layer exactly one.
@@ -377,6 +400,18 @@ pub trait Layer: Send + Sync {
 
 /// A shared layer.
 pub type LayerRef = Arc<dyn Layer>;
+
+/// Run `layers` one after the other, each told the next one as its output's reader
+/// ([`Context::consumer`]), the last one the reader `ctx` had.
+pub fn run_chain(layers: &[LayerRef], x: Batch, ctx: &mut Context) -> Result<Batch> {
+    let outer = ctx.set_consumer(None);
+    let result = layers.iter().enumerate().try_fold(x, |x, (i, layer)| {
+        ctx.set_consumer(layers.get(i + 1).or(outer.as_ref()).cloned());
+        layer.forward(x, ctx)
+    });
+    ctx.set_consumer(outer);
+    result
+}
 
 /// Padding of convolutions and pooling windows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

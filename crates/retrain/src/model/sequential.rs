@@ -399,9 +399,17 @@ impl Layer for Sequential {
 
     fn forward(&self, x: Batch, ctx: &mut Context) -> Result<Batch> {
         self.check_batch(&x)?;
-        run_wired(&self.layers, self.wiring.as_deref(), x, |_, layer, xs| {
+        let readers = sole_readers(self.wiring.as_deref(), self.layers.len());
+        let outer = ctx.set_consumer(None);
+        let result = run_wired(&self.layers, self.wiring.as_deref(), x, |i, layer, xs| {
+            ctx.set_consumer(match i + 1 == self.layers.len() {
+                true => outer.clone(),
+                false => readers[i].map(|reader| self.layers[reader].clone()),
+            });
             layer.forward_inputs(xs, ctx)
-        })
+        });
+        ctx.set_consumer(outer);
+        result
     }
 
     fn sublayers(&self) -> Vec<LayerRef> {
@@ -432,6 +440,33 @@ impl From<Sequential> for LayerRef {
     fn from(model: Sequential) -> Self {
         Arc::new(model)
     }
+}
+
+/// For each of `layers` layers, the one layer that reads its output, where exactly one does
+/// (once): the next one in a chain, the only inbound edge in a graph (`wiring`, see
+/// [`Sequential`]).
+fn sole_readers(wiring: Option<&[Vec<usize>]>, layers: usize) -> Vec<Option<usize>> {
+    let Some(wiring) = wiring else {
+        return (0..layers)
+            .map(|i| Some(i + 1).filter(|&r| r < layers))
+            .collect();
+    };
+    let mut readers: Vec<Vec<usize>> = vec![Vec::new(); layers];
+    for (reader, sources) in wiring.iter().enumerate() {
+        for &value in sources {
+            // Value 0 is the graph input, value i + 1 the output of layer i.
+            if let Some(producer) = value.checked_sub(1) {
+                readers[producer].push(reader);
+            }
+        }
+    }
+    readers
+        .into_iter()
+        .map(|r| match r[..] {
+            [only] => Some(only),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Evaluate `layers` on `input` in order, each on its inbound values (`wiring`, see
@@ -470,4 +505,57 @@ pub(crate) fn run_wired<T: Clone>(
         values[i + 1] = Some(step(i, layer, xs)?);
     }
     Ok(values.pop().flatten().expect("a graph has layers"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::amx;
+    use crate::kernels::test_support::host;
+    use crate::layers::{ActivationKind, Context, Conv2d, Conv2dConfig, Padding, Precision};
+    use burn::tensor::{DType, Device, Distribution, Tensor};
+
+    #[test]
+    fn each_output_has_a_sole_reader_where_one_layer_reads_it_once() {
+        assert_eq!(sole_readers(None, 3), [Some(1), Some(2), None]);
+        // A residual block: a, b, add(input, b); and a value read twice: c(a, b).
+        let residual = [vec![0], vec![1], vec![0, 2]];
+        assert_eq!(sole_readers(Some(&residual), 3), [Some(1), Some(2), None]);
+        let fan_out = [vec![0], vec![1], vec![1, 2]];
+        assert_eq!(sole_readers(Some(&fan_out), 3), [None, Some(2), None]);
+    }
+
+    /// At bf16 inference on a CPU with AMX tiles, a 1x1 convolution whose one reader is a
+    /// stride-2 depthwise convolution hands its map over in bf16: the model's result is the
+    /// depthwise convolution of the expansion's output rounded to bf16, to the bit.
+    #[test]
+    fn expansions_hand_bf16_maps_to_strided_depthwise_convolutions() {
+        if !amx::available() {
+            eprintln!("skipped: this CPU or OS has no AMX bf16 tiles");
+            return;
+        }
+        let device = Device::flex();
+        let mut model =
+            Sequential::new(Some("handoff")).with_input(Shape::image(Some(40), Some(40), 8));
+        let expand = Conv2dConfig::new(48, 1).activation(ActivationKind::Relu6);
+        let depthwise = Conv2dConfig::depthwise(3).strides(2).padding(Padding::Same);
+        for (name, config) in [("expand", expand), ("depthwise", depthwise)] {
+            let layer = Conv2d::from_config(Some(name.into()), config);
+            model.add(Arc::new(layer)).unwrap();
+        }
+        model.initialize(0, &device);
+        let [expand, depthwise]: [LayerRef; 2] = model.sublayers().try_into().ok().unwrap();
+        let x = Tensor::<4>::random([2, 8, 40, 40], Distribution::Uniform(-1.0, 1.0), &device);
+        let mut ctx = Context::inference(&device).with_precision(Precision::Bf16);
+        let maps = |batch: Batch| batch.into_maps("test").unwrap();
+        let chained = maps(model.forward(Batch::Maps(x.clone()), &mut ctx).unwrap());
+        let expanded = maps(expand.forward(Batch::Maps(x.clone()), &mut ctx).unwrap());
+        assert_eq!(expanded.dtype(), DType::F32, "no reader named: f32");
+        let rounded = Batch::Maps(Precision::Bf16.round_tensor(expanded));
+        let want = maps(depthwise.forward(rounded, &mut ctx).unwrap());
+        assert_eq!(host(chained), host(want));
+        ctx.set_consumer(Some(depthwise));
+        let handed = maps(expand.forward(Batch::Maps(x), &mut ctx).unwrap());
+        assert_eq!(handed.dtype(), DType::BF16);
+    }
 }

@@ -46,7 +46,7 @@ pub fn frozen_prefix_len(layers: &[LayerRef]) -> usize {
 
 /// Run `layers` one after the other.
 pub fn run_layers(layers: &[LayerRef], x: Batch, ctx: &mut Context) -> Result<Batch> {
-    layers.iter().try_fold(x, |x, layer| layer.forward(x, ctx))
+    crate::layers::run_chain(layers, x, ctx)
 }
 
 /// Images per slice of the batch in [`run_inference`]: the feature maps of two images stay near

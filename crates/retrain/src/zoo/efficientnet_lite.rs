@@ -5,9 +5,9 @@ use super::{add_pooling, input_shape, Interpolation, PretrainedConfig, ZooEntry,
 use crate::error::{Error, Result};
 use crate::hub::{Digest, WeightSource};
 use crate::layers::{
-    Activation, ActivationKind, Batch, BatchNorm, BatchNormConfig, Context, Conv2d, Conv2dConfig,
-    Dense, Dropout, GlobalAveragePooling2d, Layer, LayerBase, LayerKind, LayerRef, LayerSpec,
-    Padding, PreprocessMode,
+    run_chain, Activation, ActivationKind, Batch, BatchNorm, BatchNormConfig, Context, Conv2d,
+    Conv2dConfig, Dense, Dropout, GlobalAveragePooling2d, Layer, LayerBase, LayerKind, LayerRef,
+    LayerSpec, Padding, PreprocessMode,
 };
 use crate::model::Sequential;
 use crate::shape::Shape;
@@ -482,15 +482,15 @@ impl Layer for MbConv {
     }
 
     fn forward(&self, x: Batch, ctx: &mut Context) -> Result<Batch> {
-        let input = x.clone();
-        let out = self
-            .layers
-            .iter()
-            .try_fold(x, |x, layer| layer.forward(x, ctx))?;
         if !self.has_skip() {
-            return Ok(out);
+            return run_chain(&self.layers, x, ctx);
         }
-        let out = out.into_maps(self.name())?;
+        let input = x.clone();
+        // The last sublayer's output goes to the sum, not to the block's reader.
+        let reader = ctx.set_consumer(None);
+        let out = run_chain(&self.layers, x, ctx);
+        ctx.set_consumer(reader);
+        let out = out?.into_maps(self.name())?;
         let input = input.into_maps(self.name())?;
         Ok(Batch::Maps(out + input))
     }
