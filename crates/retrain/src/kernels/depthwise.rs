@@ -121,11 +121,14 @@ impl ConvKernel for Depthwise {
         output
     }
 
-    /// Plane by plane at column stride 2 on AVX-512: each row is widened as it is split into
-    /// its two column phases, a copy the f32 input takes as well. (Stride 1 reads f32 planes
-    /// in place; widening them first measured slower than the bytes it saves.)
-    fn reads_bf16(&self) -> bool {
-        self.stride[1] == 2 && !self.across_channels() && super::amx::available()
+    /// At bf16, plane by plane at column stride 2 on AVX-512: each row is widened as it is
+    /// split into its two column phases, a copy the f32 input takes as well. (Stride 1 reads
+    /// f32 planes in place; widening them first measured slower than the bytes it saves.)
+    fn reads_bf16(&self, precision: Precision) -> bool {
+        precision == Precision::Bf16
+            && self.stride[1] == 2
+            && !self.across_channels()
+            && super::amx::available()
     }
 
     fn run_maps(
@@ -145,7 +148,7 @@ impl ConvKernel for Depthwise {
             }
             MapValues::Bf16(x) => x,
         };
-        assert!(self.reads_bf16(), "bf16 input across channels");
+        assert!(self.reads_bf16(Precision::Bf16), "bf16 input on this path");
         let [oh, ow] = self.output();
         assert_eq!(
             input.len(),
@@ -1464,7 +1467,7 @@ mod tests {
             let bf16 = conv.run(&x, &k, Some(&bias), Activation::Linear, Precision::Bf16);
             assert_eq!(bf16, got, "{conv:?}");
             // A bf16 map, where the kernel reads one, gives what its values as f32 give.
-            if conv.reads_bf16() {
+            if conv.reads_bf16(Precision::Bf16) {
                 let rounded: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
                 let widened: Vec<f32> = rounded.iter().map(|v| v.to_f32()).collect();
                 let want = conv.run(&widened, &k, Some(&bias), Activation::Relu6, Precision::F32);

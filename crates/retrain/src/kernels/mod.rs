@@ -62,8 +62,8 @@ pub trait ConvKernel: Send + Sync {
     ) -> Vec<f32>;
 
     /// Whether [`ConvKernel::run_maps`] takes its input in bf16 (a map its producer handed over
-    /// in bf16, see [`ConvKernel::writes_bf16`]).
-    fn reads_bf16(&self) -> bool {
+    /// in bf16, see [`ConvKernel::writes_bf16`]) when `precision` is asked for.
+    fn reads_bf16(&self, _precision: Precision) -> bool {
         false
     }
 

@@ -306,7 +306,7 @@ impl Conv2d {
         let (kernel, activation) = self.cpu_kernel_for(x.dims(), groups, padding, ctx)?;
         match x.dtype() {
             DType::F32 => Some((kernel, activation)),
-            DType::BF16 if kernel.reads_bf16() => Some((kernel, activation)),
+            DType::BF16 if kernel.reads_bf16(ctx.precision) => Some((kernel, activation)),
             _ => None,
         }
     }
@@ -534,7 +534,7 @@ impl Layer for Conv2d {
         };
         let padding = self.padding_amounts([h, w]);
         self.cpu_kernel_for(dims, groups, padding, ctx)
-            .is_some_and(|(kernel, _)| kernel.reads_bf16())
+            .is_some_and(|(kernel, _)| kernel.reads_bf16(ctx.precision))
     }
 
     fn variables(&self) -> Vec<Variable> {

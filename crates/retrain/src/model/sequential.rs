@@ -554,8 +554,13 @@ mod tests {
         let rounded = Batch::Maps(Precision::Bf16.round_tensor(expanded));
         let want = maps(depthwise.forward(rounded, &mut ctx).unwrap());
         assert_eq!(host(chained), host(want));
-        ctx.set_consumer(Some(depthwise));
-        let handed = maps(expand.forward(Batch::Maps(x), &mut ctx).unwrap());
+        ctx.set_consumer(Some(depthwise.clone()));
+        let handed = maps(expand.forward(Batch::Maps(x.clone()), &mut ctx).unwrap());
         assert_eq!(handed.dtype(), DType::BF16);
+        // At f32 nothing is rounded on the way.
+        let mut ctx = Context::inference(&device);
+        ctx.set_consumer(Some(depthwise));
+        let kept = maps(expand.forward(Batch::Maps(x), &mut ctx).unwrap());
+        assert_eq!(kept.dtype(), DType::F32);
     }
 }
