@@ -325,7 +325,7 @@ impl PackedLhs {
 }
 
 /// The output of a product: f32 values, or bf16 for a consumer that reads them so (rounded
-/// to nearest even, as [`interleave_bf16`] rounds the maps it packs).
+/// to nearest even, as the packing of a right-hand side rounds the maps it reads).
 #[derive(Debug)]
 pub enum SumsOut<'a> {
     /// f32 values.

@@ -4,12 +4,13 @@
 #[cfg(target_arch = "x86_64")]
 use super::Activation;
 
-/// Whether this CPU has AVX-512F, which the loops of [`super::direct1x1`], [`super::dense`] and
-/// the depthwise planes need.
+/// Whether this CPU has AVX-512F and BW, which the loops of [`super::direct1x1`],
+/// [`super::dense`] and the depthwise planes need (BW for the 16-bit loads of bf16 maps; every
+/// AVX-512 CPU but the Xeon Phi has both).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx512f")
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

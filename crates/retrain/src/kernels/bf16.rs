@@ -8,7 +8,10 @@
 //! running the f32 kernels on them: a bf16 run gives the same features on every machine, up to
 //! the order of the f32 sums (and subnormal values, which the tiles take as zero). Depthwise
 //! convolutions (too few multiplies per value to gain from bf16), and 1x1 ones with at most 16
-//! outputs on large maps, keep f32 products ([`super::ConvKernel::products_precision`]).
+//! outputs on large maps, keep f32 products ([`super::ConvKernel::products_precision`]); on
+//! AMX CPUs a depthwise convolution reads the map of a 1x1 convolution before it in bf16
+//! ([`super::ConvKernel::writes_bf16`], [`super::ConvKernel::reads_bf16`]), so its products
+//! take that map rounded to bf16.
 
 use burn::tensor::{DType, Tensor};
 use rayon::prelude::*;

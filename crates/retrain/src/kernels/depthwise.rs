@@ -121,12 +121,13 @@ impl ConvKernel for Depthwise {
         output
     }
 
-    /// At bf16, plane by plane at column stride 2 on AVX-512: each row is widened as it is
-    /// split into its two column phases, a copy the f32 input takes as well. (Stride 1 reads
-    /// f32 planes in place; widening them first measured slower than the bytes it saves.)
+    /// At bf16, plane by plane on AVX-512: at column stride 1 read in place, each load
+    /// widened; at stride 2 each row widened as it is split into its two column phases, a
+    /// copy the f32 input takes as well.
     fn reads_bf16(&self, precision: Precision) -> bool {
+        let in_place = row_kernel(self.kernel[1], self.stride[1]).and_then(|k| k.direct_bf16);
         precision == Precision::Bf16
-            && self.stride[1] == 2
+            && (self.stride[1] == 2 || in_place.is_some())
             && !self.across_channels()
             && super::amx::available()
     }
@@ -186,6 +187,7 @@ impl Depthwise {
         let taps = self.kernel[0] * self.kernel[1];
         let kernels = row_kernel(self.kernel[1], self.stride[1]);
         let (rows, direct) = (kernels.map(|k| k.plane), kernels.and_then(|k| k.direct));
+        let direct_bf16 = kernels.and_then(|k| k.direct_bf16);
         out.par_chunks_mut(oh * ow).enumerate().for_each_init(
             Scratch::default,
             |scratch, (plane, out)| {
@@ -197,8 +199,14 @@ impl Depthwise {
                 let channel = plane % self.channels;
                 let filter = &kernel[channel * taps..(channel + 1) * taps];
                 let b = bias.map_or(0.0, |b| b[channel]);
-                if let (Some(convolve), MapValues::F32(x)) = (direct, x) {
-                    return convolve(self, x, filter, b, activation, out);
+                match (x, direct, direct_bf16) {
+                    (MapValues::F32(x), Some(convolve), _) => {
+                        return convolve(self, x, filter, b, activation, out)
+                    }
+                    (MapValues::Bf16(x), _, Some(convolve)) => {
+                        return convolve(self, x, filter, b, activation, out)
+                    }
+                    _ => {}
                 }
                 super::with_avx2(
                     #[inline(always)]
@@ -586,6 +594,9 @@ type Accumulate = fn(&Depthwise, &[Pixel], &[Pixel], &mut [Pixel]);
 /// output plane, with the activation.
 type ConvolvePlane = fn(&Depthwise, &[f32], &[f32], f32, Activation, &mut [MaybeUninit<f32>]);
 
+/// [`ConvolvePlane`] from a bf16 plane (a map handed over in bf16), read in place.
+type ConvolveBf16Plane = fn(&Depthwise, &[bf16], &[f32], f32, Activation, &mut [MaybeUninit<f32>]);
+
 /// The loops compiled for one kernel width and stride.
 #[derive(Clone, Copy)]
 struct RowKernels {
@@ -598,6 +609,8 @@ struct RowKernels {
     /// Forward plane by plane straight from the input plane, where there is such a loop
     /// (column stride 1 on AVX-512): no padded copy.
     direct: Option<ConvolvePlane>,
+    /// [`RowKernels::direct`] for bf16 planes, widened as they are loaded.
+    direct_bf16: Option<ConvolveBf16Plane>,
 }
 
 /// The row loops for a kernel `width` and `stride`, compiled for those numbers (the tap loops
@@ -613,7 +626,9 @@ fn row_kernel(width: usize, stride: usize) -> Option<RowKernels> {
                 convolve_plane::<KW, SW>
             },
             direct: (SW == 1 && super::avx512::available())
-                .then_some(convolve_direct_avx512::<KW> as ConvolvePlane),
+                .then_some(convolve_direct_avx512::<KW, f32> as ConvolvePlane),
+            direct_bf16: (SW == 1 && super::avx512::available())
+                .then_some(convolve_direct_avx512::<KW, bf16> as ConvolveBf16Plane),
         }
     }
     Some(match (width, stride) {
@@ -670,7 +685,7 @@ fn convolve_plane_avx512<const KW: usize, const SW: usize>(
             top: 0,
             height: usize::MAX,
         };
-        planes_avx512::<KW>(conv, source, filter, bias, activation, out)
+        planes_avx512::<KW, f32>(conv, source, filter, bias, activation, out)
     };
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
@@ -683,9 +698,9 @@ fn convolve_plane_avx512<const KW: usize, const SW: usize>(
 /// without the padded copy: the padding's taps are left out, rows by skipping them, columns
 /// by the load masks (a masked-off lane is never read, whatever its address). The copy was a
 /// pass over every plane's values through the cache before the taps read them again.
-fn convolve_direct_avx512<const KW: usize>(
+fn convolve_direct_avx512<const KW: usize, T: RowValue>(
     conv: &Depthwise,
-    x: &[f32],
+    x: &[T],
     filter: &[f32],
     bias: f32,
     activation: Activation,
@@ -714,12 +729,12 @@ fn convolve_direct_avx512<const KW: usize>(
             top: conv.padding[0].0,
             height: h,
         };
-        planes_avx512::<KW>(conv, source, filter, bias, activation, out)
+        planes_avx512::<KW, T>(conv, source, filter, bias, activation, out)
     };
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!(
         "AVX-512 is x86-64 only ({:?})",
-        (x, filter, bias, activation, out)
+        (x.len(), filter, bias, activation, out)
     );
 }
 
@@ -727,9 +742,9 @@ fn convolve_direct_avx512<const KW: usize>(
 /// its rows skipped, outside its columns masked off).
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct Source<const KW: usize> {
+struct Source<const KW: usize, T = f32> {
     /// Row 0, column 0.
-    start: *const f32,
+    start: *const T,
     /// Values from one row to the next.
     row_len: usize,
     /// Where tap column kx reads for output column ox: `offsets[kx] + ox - left`.
@@ -750,10 +765,10 @@ struct Source<const KW: usize> {
 /// Needs AVX-512F; `source` must describe a plane whose rows and columns inside it are
 /// readable, `filter` must hold the kernel and `out` the output plane (as the callers check).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn planes_avx512<const KW: usize>(
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn planes_avx512<const KW: usize, T: RowValue>(
     conv: &Depthwise,
-    source: Source<KW>,
+    source: Source<KW, T>,
     filter: &[f32],
     bias: f32,
     activation: Activation,
@@ -795,10 +810,10 @@ unsafe fn planes_avx512<const KW: usize>(
         };
         // Enough rows of registers for eight or more independent chains of sums.
         match left.div_ceil(16) {
-            1 => rows.compute::<KW, 1, 8>(&taps),
-            2 => rows.compute::<KW, 2, 4>(&taps),
-            3 => rows.compute::<KW, 3, 3>(&taps),
-            _ => rows.compute::<KW, PLANE_VECTORS, 2>(&taps),
+            1 => rows.compute::<KW, T, 1, 8>(&taps),
+            2 => rows.compute::<KW, T, 2, 4>(&taps),
+            3 => rows.compute::<KW, T, 3, 3>(&taps),
+            _ => rows.compute::<KW, T, PLANE_VECTORS, 2>(&taps),
         }
     }
 }
@@ -818,9 +833,9 @@ fn lanes_between(base: usize, lo: usize, hi: usize) -> u16 {
 
 /// The operands of one block of output columns in [`planes_avx512`].
 #[cfg(target_arch = "x86_64")]
-struct Taps<'a, const KW: usize> {
+struct Taps<'a, const KW: usize, T = f32> {
     /// The plane the taps read.
-    source: Source<KW>,
+    source: Source<KW, T>,
     /// The block's first output column.
     first: usize,
     /// Kernel rows.
@@ -836,7 +851,7 @@ struct Taps<'a, const KW: usize> {
 }
 
 #[cfg(target_arch = "x86_64")]
-impl<const KW: usize> Taps<'_, KW> {
+impl<const KW: usize, T: RowValue> Taps<'_, KW, T> {
     /// The sums over all taps of `R` output rows from `top`, `V` registers each.
     ///
     /// Each source row is loaded once for all the output rows that read it, and the `R x V`
@@ -847,7 +862,7 @@ impl<const KW: usize> Taps<'_, KW> {
     /// # Safety
     /// Needs AVX-512F; the masked columns of every source row the `R` output rows read lie
     /// inside the source plane.
-    #[target_feature(enable = "avx512f")]
+    #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn sums<const V: usize, const R: usize>(
         &self,
         top: usize,
@@ -869,7 +884,7 @@ impl<const KW: usize> Taps<'_, KW> {
                 .wrapping_sub(source.left);
             for (kx, &offset) in source.offsets.iter().enumerate() {
                 let x: [__m512; V] = std::array::from_fn(|v| {
-                    _mm512_maskz_loadu_ps(self.masks[kx][v], row.wrapping_add(offset + 16 * v))
+                    T::load_masked(row.wrapping_add(offset + 16 * v), self.masks[kx][v])
                 });
                 for (r, sums) in sums.iter_mut().enumerate() {
                     // Padded row `i` is kernel row `ky` of output row `r`.
@@ -908,8 +923,11 @@ impl OutputRows {
     /// # Safety
     /// Needs AVX-512F; `taps` reads inside the padded plane for every output row, and the
     /// masked columns of every row lie inside the output.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn compute<const KW: usize, const V: usize, const R: usize>(&self, taps: &Taps<KW>) {
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn compute<const KW: usize, T: RowValue, const V: usize, const R: usize>(
+        &self,
+        taps: &Taps<KW, T>,
+    ) {
         if self.height < R {
             for oy in 0..self.height {
                 self.store(oy, taps.sums::<V, 1>(oy), taps);
@@ -925,12 +943,12 @@ impl OutputRows {
     }
 
     /// `sums` with the bias and activation, as the output rows from `top`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store<const KW: usize, const V: usize, const R: usize>(
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn store<const KW: usize, T, const V: usize, const R: usize>(
         &self,
         top: usize,
         sums: [[std::arch::x86_64::__m512; V]; R],
-        taps: &Taps<KW>,
+        taps: &Taps<KW, T>,
     ) {
         use super::avx512::bias_activation;
         use std::arch::x86_64::*;
@@ -1233,10 +1251,6 @@ fn split_pairs<T: RowValue>(row: &[T], phases: (&mut [f32], &mut [f32]), pl: usi
     if !super::avx512::available() {
         return false;
     }
-    #[cfg(target_arch = "x86_64")]
-    if !std::is_x86_feature_detected!("avx512bw") {
-        return false;
-    }
     // Even input columns land in phase pl % 2 from index pl / 2, odd ones in the other phase
     // from index (pl + 1) / 2 (input column 1 is padded column pl + 1).
     let (evens, odds) = match pl % 2 {
@@ -1246,7 +1260,8 @@ fn split_pairs<T: RowValue>(row: &[T], phases: (&mut [f32], &mut [f32]), pl: usi
     let n_evens = row.len().div_ceil(2).min(evens.len());
     let n_odds = (row.len() / 2).min(odds.len());
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F and BW were checked; the lengths are within `evens` and `odds`.
+    // SAFETY: AVX-512F and BW were checked (`available`); the lengths are within `evens` and
+    // `odds`.
     unsafe {
         split_pairs_avx512(row, &mut evens[..n_evens], &mut odds[..n_odds])
     };
@@ -1295,30 +1310,37 @@ trait RowValue: Copy {
     /// # Safety
     /// `from + n <= row.len()`; the CPU must have AVX-512F and BW.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn load(row: &[Self], from: usize, n: usize) -> std::arch::x86_64::__m512;
+    unsafe fn load(row: &[Self], from: usize, n: usize) -> std::arch::x86_64::__m512 {
+        // SAFETY: caller.
+        unsafe { Self::load_masked(row.as_ptr().add(from), super::avx512::lane_mask(n)) }
+    }
+
+    /// The lanes of `mask` from `at` as f32, zeros elsewhere.
+    ///
+    /// # Safety
+    /// The masked lanes from `at` must be readable; the CPU must have AVX-512F and BW.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load_masked(at: *const Self, mask: u16) -> std::arch::x86_64::__m512;
 }
 
 impl RowValue for f32 {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load(row: &[f32], from: usize, n: usize) -> std::arch::x86_64::__m512 {
-        use std::arch::x86_64::*;
-        let mask = super::avx512::lane_mask(n);
+    unsafe fn load_masked(at: *const f32, mask: u16) -> std::arch::x86_64::__m512 {
         // SAFETY: caller.
-        unsafe { _mm512_maskz_loadu_ps(mask, row.as_ptr().add(from)) }
+        unsafe { std::arch::x86_64::_mm512_maskz_loadu_ps(mask, at) }
     }
 }
 
 impl RowValue for bf16 {
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load(row: &[bf16], from: usize, n: usize) -> std::arch::x86_64::__m512 {
+    unsafe fn load_masked(at: *const bf16, mask: u16) -> std::arch::x86_64::__m512 {
         use std::arch::x86_64::*;
         // bf16 is the upper half of an f32: each 16-bit value zero-extended, shifted up.
-        let mask = super::avx512::lane_mask(n) as u32;
         // SAFETY: caller.
         unsafe {
-            let words = _mm512_maskz_loadu_epi16(mask, row.as_ptr().add(from).cast());
+            let words = _mm512_maskz_loadu_epi16(mask as u32, at.cast());
             let wide = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(words));
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(wide))
         }
@@ -1493,7 +1515,9 @@ mod tests {
             "both paths (plane by plane, across channels) tested"
         );
         if super::super::amx::available() {
-            assert_eq!(bf16_inputs, 4, "the four stride-2 wide planes read bf16");
+            // Wide planes at stride 2 (four) and at stride 1 with a loop that reads in place
+            // (two).
+            assert_eq!(bf16_inputs, 6, "the wide planes read bf16");
         }
     }
 
@@ -1545,7 +1569,7 @@ mod tests {
                 (3, 1) => (
                     run(convolve_plane::<3, 1>),
                     run(convolve_plane_avx512::<3, 1>),
-                    Some(run_on(&x, convolve_direct_avx512::<3>)),
+                    Some(run_on(&x, convolve_direct_avx512::<3, f32>)),
                 ),
                 (3, 2) => (
                     run(convolve_plane::<3, 2>),
@@ -1555,7 +1579,7 @@ mod tests {
                 (5, 1) => (
                     run(convolve_plane::<5, 1>),
                     run(convolve_plane_avx512::<5, 1>),
-                    Some(run_on(&x, convolve_direct_avx512::<5>)),
+                    Some(run_on(&x, convolve_direct_avx512::<5, f32>)),
                 ),
                 (5, 2) => (
                     run(convolve_plane::<5, 2>),
@@ -1565,7 +1589,7 @@ mod tests {
                 _ => (
                     run(convolve_plane::<7, 1>),
                     run(convolve_plane_avx512::<7, 1>),
-                    Some(run_on(&x, convolve_direct_avx512::<7>)),
+                    Some(run_on(&x, convolve_direct_avx512::<7, f32>)),
                 ),
             };
             assert!(

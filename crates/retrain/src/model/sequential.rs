@@ -526,19 +526,28 @@ mod tests {
     }
 
     /// At bf16 inference on a CPU with AMX tiles, a 1x1 convolution whose one reader is a
-    /// stride-2 depthwise convolution hands its map over in bf16: the model's result is the
-    /// depthwise convolution of the expansion's output rounded to bf16, to the bit.
+    /// depthwise convolution (stride 1, read in place, or 2, split into column phases) hands
+    /// its map over in bf16: the model's result is the depthwise convolution of the
+    /// expansion's output rounded to bf16, to the bit.
     #[test]
-    fn expansions_hand_bf16_maps_to_strided_depthwise_convolutions() {
+    fn expansions_hand_bf16_maps_to_depthwise_convolutions() {
         if !amx::available() {
             eprintln!("skipped: this CPU or OS has no AMX bf16 tiles");
             return;
         }
+        for stride in [1, 2] {
+            expansion_hands_bf16_maps_at(stride);
+        }
+    }
+
+    fn expansion_hands_bf16_maps_at(stride: usize) {
         let device = Device::flex();
         let mut model =
             Sequential::new(Some("handoff")).with_input(Shape::image(Some(40), Some(40), 8));
         let expand = Conv2dConfig::new(48, 1).activation(ActivationKind::Relu6);
-        let depthwise = Conv2dConfig::depthwise(3).strides(2).padding(Padding::Same);
+        let depthwise = Conv2dConfig::depthwise(3)
+            .strides(stride)
+            .padding(Padding::Same);
         for (name, config) in [("expand", expand), ("depthwise", depthwise)] {
             let layer = Conv2d::from_config(Some(name.into()), config);
             model.add(Arc::new(layer)).unwrap();
@@ -553,10 +562,10 @@ mod tests {
         assert_eq!(expanded.dtype(), DType::F32, "no reader named: f32");
         let rounded = Batch::Maps(Precision::Bf16.round_tensor(expanded));
         let want = maps(depthwise.forward(rounded, &mut ctx).unwrap());
-        assert_eq!(host(chained), host(want));
+        assert_eq!(host(chained), host(want), "stride {stride}");
         ctx.set_consumer(Some(depthwise.clone()));
         let handed = maps(expand.forward(Batch::Maps(x.clone()), &mut ctx).unwrap());
-        assert_eq!(handed.dtype(), DType::BF16);
+        assert_eq!(handed.dtype(), DType::BF16, "stride {stride}");
         // At f32 nothing is rounded on the way.
         let mut ctx = Context::inference(&device);
         ctx.set_consumer(Some(depthwise));
