@@ -11,7 +11,6 @@
 use super::amx::{self, PackedLhs, SumsValue};
 use super::direct1x1;
 use super::{MapOutput, MapValues};
-use burn::tensor::bf16;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -140,7 +139,7 @@ impl ConvKernel for Pointwise {
         }
         assert!(self.writes_bf16(precision), "bf16 output off the tiles");
         let pixels = self.input[0] * self.input[1];
-        MapOutput::Bf16(self.product().run_to_bf16(
+        MapOutput::Bf16(self.product().on_tiles(
             input,
             kernel,
             tiles,
@@ -307,27 +306,11 @@ impl BlockedProduct {
         )
     }
 
-    /// [`BlockedProduct::run`] on the AMX tiles (bf16 products, which must run there), its
-    /// output in bf16 for a consumer that reads it so.
-    #[allow(clippy::too_many_arguments)]
-    pub fn run_to_bf16<F>(
-        &self,
-        input: &[f32],
-        kernel: &[f32],
-        tiles: Option<&PackedLhs>,
-        bias: Option<&[f32]>,
-        activation: Activation,
-        columns: F,
-    ) -> Vec<bf16>
-    where
-        F: for<'s> Fn(&'s [f32], usize, usize, &'s mut Vec<f32>) -> (&'s [f32], usize) + Sync,
-    {
-        self.on_tiles(input, kernel, tiles, bias, activation, columns)
-    }
-
-    /// The product on the AMX tiles, written as `T`: blocks of columns packed per block, each
+    /// The product on the AMX tiles (bf16 products, which must run there), written as `T`
+    /// (f32, or bf16 for a reader that takes it): blocks of columns packed per block, each
     /// 32 x 32 panel of sums getting its bias and activation on its way to the output.
-    fn on_tiles<T: SumsValue, F>(
+    /// `columns` as for [`BlockedProduct::run`].
+    pub fn on_tiles<T: SumsValue, F>(
         &self,
         input: &[f32],
         kernel: &[f32],
@@ -441,6 +424,7 @@ impl BlockedProduct {
 mod tests {
     use super::super::test_support::{max_difference, pattern};
     use super::*;
+    use burn::tensor::bf16;
 
     /// The product written out as loops.
     fn reference(conv: Pointwise, x: &[f32], w: &[f32], bias: &[f32], act: Activation) -> Vec<f32> {
