@@ -95,30 +95,7 @@ impl ConvKernel for Depthwise {
         activation: Activation,
         _precision: Precision,
     ) -> Vec<f32> {
-        let [h, w] = self.input;
-        let [oh, ow] = self.output();
-        let [kh, kw] = self.kernel;
-        let taps = kh * kw;
-        assert_eq!(
-            input.len(),
-            self.batch * self.channels * h * w,
-            "input size"
-        );
-        assert_eq!(kernel.len(), self.channels * taps, "kernel size");
-        let len = self.batch * self.channels * oh * ow;
-        // Not zeroed first (that pass cost 3% of a Lite0 forward): every path writes every
-        // output value once.
-        let mut output: Vec<f32> = Vec::with_capacity(len);
-        let out = &mut output.spare_capacity_mut()[..len];
-        if len == 0 {
-        } else if self.across_channels() {
-            self.run_across_channels(input, kernel, bias, activation, out);
-        } else {
-            self.run_planes(MapValues::F32(input), kernel, bias, activation, out);
-        }
-        // SAFETY: the paths above wrote all `len` values (each plane, row and column block).
-        unsafe { output.set_len(len) };
-        output
+        self.convolve(MapValues::F32(input), kernel, bias, activation)
     }
 
     /// At bf16, plane by plane on AVX-512: at column stride 1 read in place, each load
@@ -136,44 +113,60 @@ impl ConvKernel for Depthwise {
         &self,
         input: MapValues<'_>,
         kernel: &[f32],
-        tiles: Option<&super::amx::PackedLhs>,
+        _tiles: Option<&super::amx::PackedLhs>,
         bias: Option<&[f32]>,
         activation: Activation,
-        precision: Precision,
+        _precision: Precision,
         bf16_output: bool,
     ) -> MapOutput {
         assert!(!bf16_output, "depthwise convolutions write f32 maps");
-        let input = match input {
-            MapValues::F32(x) => {
-                return MapOutput::F32(self.run_with(x, kernel, tiles, bias, activation, precision))
-            }
-            MapValues::Bf16(x) => x,
-        };
-        assert!(self.reads_bf16(Precision::Bf16), "bf16 input on this path");
-        let [oh, ow] = self.output();
-        assert_eq!(
-            input.len(),
-            self.batch * self.channels * self.input[0] * self.input[1]
-        );
-        assert_eq!(
-            kernel.len(),
-            self.channels * self.kernel[0] * self.kernel[1]
-        );
-        let len = self.batch * self.channels * oh * ow;
-        let mut output: Vec<f32> = Vec::with_capacity(len);
-        if len > 0 {
-            let out = &mut output.spare_capacity_mut()[..len];
-            self.run_planes(MapValues::Bf16(input), kernel, bias, activation, out);
+        if let MapValues::Bf16(_) = input {
+            assert!(self.reads_bf16(Precision::Bf16), "bf16 input on this path");
         }
-        // SAFETY: `run_planes` wrote every plane.
-        unsafe { output.set_len(len) };
-        MapOutput::F32(output)
+        MapOutput::F32(self.convolve(input, kernel, bias, activation))
     }
 }
 
 impl Depthwise {
+    /// `input` NCHW (f32, or bf16 where [`ConvKernel::reads_bf16`]) convolved with `kernel`
+    /// (C x kh x kw), plus `bias`, through `activation`: across channels on narrow planes, else
+    /// plane by plane.
+    fn convolve(
+        &self,
+        input: MapValues<'_>,
+        kernel: &[f32],
+        bias: Option<&[f32]>,
+        activation: Activation,
+    ) -> Vec<f32> {
+        let [h, w] = self.input;
+        let [oh, ow] = self.output();
+        let input_len = match input {
+            MapValues::F32(x) => x.len(),
+            MapValues::Bf16(x) => x.len(),
+        };
+        assert_eq!(input_len, self.batch * self.channels * h * w, "input size");
+        let taps = self.kernel[0] * self.kernel[1];
+        assert_eq!(kernel.len(), self.channels * taps, "kernel size");
+        let len = self.batch * self.channels * oh * ow;
+        // Not zeroed first (that pass cost 3% of a Lite0 forward): every path writes every
+        // output value once.
+        let mut output: Vec<f32> = Vec::with_capacity(len);
+        let out = &mut output.spare_capacity_mut()[..len];
+        match (len, self.across_channels(), input) {
+            (0, _, _) => {}
+            (_, true, MapValues::F32(x)) => {
+                self.run_across_channels(x, kernel, bias, activation, out)
+            }
+            (_, true, MapValues::Bf16(_)) => unreachable!("bf16 maps are read plane by plane"),
+            (_, false, input) => self.run_planes(input, kernel, bias, activation, out),
+        }
+        // SAFETY: the paths above wrote all `len` values (each plane, row and column block).
+        unsafe { output.set_len(len) };
+        output
+    }
+
     /// The convolution plane by plane (channels of wide maps), each task one plane of `input`
-    /// (bf16 planes widened to f32 first, in cache) into its plane of `out`.
+    /// into its plane of `out` (bf16 planes widened as they are loaded or split).
     fn run_planes(
         &self,
         input: MapValues<'_>,

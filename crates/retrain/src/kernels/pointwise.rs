@@ -163,9 +163,7 @@ impl Pointwise {
             input_per_image: self.in_channels * pixels,
         }
     }
-}
 
-impl Pointwise {
     /// The gradient of the input from `output_gradient` (NCHW, the output's shape): per image
     /// the kernel transposed (in x out channels) times the output gradient, the same product
     /// with the channel counts swapped.
